@@ -1,0 +1,64 @@
+"""CLI: arguments -> config -> logging -> serve."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+from aiohttp import web
+
+from proxy.app import create_app, make_runner
+from proxy.config import Config, ConfigError, load_config
+from proxy.log import configure_logging, get_logger
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="llm-stream-proxy", description="Reverse proxy for LLM token streams."
+    )
+    parser.add_argument("--config", required=True, help="path to the YAML config")
+    parser.add_argument("--host", help="listen address (overrides server.host)")
+    parser.add_argument("--port", type=int, help="listen port (overrides server.port)")
+    parser.add_argument(
+        "--check-config", action="store_true", help="validate the config, print what is wrong, exit"
+    )
+    return parser.parse_args(argv)
+
+
+async def serve(config: Config, host: str, port: int) -> None:
+    log = get_logger("proxy")
+    runner = make_runner(create_app(config))
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    log.info("proxy.started", host=host, port=port, routes=[r.name for r in config.routes])
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("proxy.stopping")
+    await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        configure_logging("info", "json", stream=sys.stderr)
+        get_logger("proxy").error("config.invalid", path=args.config, errors=list(error.errors))
+        print(f"{args.config}: invalid configuration:\n{error}", file=sys.stderr)
+        sys.exit(1)
+    if args.check_config:
+        print(f"{args.config}: OK ({len(config.routes)} routes)")
+        return
+    configure_logging(config.logging.level, config.logging.format)
+    host = args.host or config.server.host
+    port = args.port if args.port is not None else config.server.port
+    asyncio.run(serve(config, host, port))
+
+
+if __name__ == "__main__":
+    main()

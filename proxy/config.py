@@ -1,0 +1,325 @@
+"""The proxy's configuration: YAML in, validated and frozen objects out.
+
+Two steps. Strict pydantic models check the document as written (types, ranges, unknown keys;
+the sections used as-is are defined here, the others in `proxy.config_yaml`). A resolver then
+builds the public objects: routes with the defaults filled in, provider keys read from the
+environment into `Secret`s, user keys hashed; it also checks what spans several values
+(duplicate names, shared keys, the environment). Each problem becomes one "key.path: what is
+wrong" line of a `ConfigError`; no value from the file or the environment is ever quoted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Annotated, Literal, final
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, ValidationError
+
+from proxy.config_yaml import (
+    STRICT,
+    AuthDoc,
+    ConfigError,
+    Count,
+    Name,
+    RouteDoc,
+    Seconds,
+    UpstreamDoc,
+    UserDoc,
+    describe_kind,
+    key_path,
+    read_yaml,
+    render_errors,
+)
+
+__all__ = [
+    "AuthConfig", "Config", "ConfigError", "Defaults", "LimitsConfig", "LoggingConfig",
+    "RouteConfig", "Secret", "ServerConfig", "Timeouts", "UpstreamConfig", "UserConfig",
+    "load_config", "parse_config",
+]  # fmt: skip
+
+KeyPath = tuple[str | int, ...]
+
+
+@final
+class Secret:
+    """A credential: masked in repr, str and format; `reveal()` is the only way to the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __format__(self, format_spec: str) -> str:
+        return format(repr(self), format_spec)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(self._value.encode(), other._value.encode())
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+# --- public sections that are used exactly as written in the file ---
+
+
+class ServerConfig(BaseModel):
+    """`server:` where to listen, and how much to accept."""
+
+    model_config = STRICT
+    host: Name = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    max_body_bytes: Count = 20 * 1024 * 1024
+    max_upstream_connections: Count = 4096
+
+
+class LoggingConfig(BaseModel):
+    """`logging:` the minimum level and the output format."""
+
+    model_config = STRICT
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+
+
+class Timeouts(BaseModel):
+    """Seconds allowed for each phase of an upstream stream."""
+
+    model_config = STRICT
+    connect_s: Seconds = 10.0
+    first_byte_s: Seconds = 120.0
+    idle_s: Seconds = 300.0
+    max_stream_s: Seconds = 3600.0
+    client_stall_s: Seconds = 60.0
+
+
+class Defaults(BaseModel):
+    """`defaults:` what every route and user gets unless it says otherwise."""
+
+    model_config = STRICT
+    heartbeat_s: Seconds = 15.0
+    timeouts: Timeouts = Timeouts()
+    max_concurrent_streams_per_user: Count = 4
+    max_event_bytes: Count = 1024 * 1024
+
+
+class LimitsConfig(BaseModel):
+    """`limits:` where the per-user stream counts live."""
+
+    model_config = STRICT
+    backend: Literal["memory"] = "memory"
+
+
+# --- public objects built by the resolver ---
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    """One server a route can send to; `url` has no trailing "/"; `headers` are extra, static."""
+
+    name: str
+    url: str
+    api_key: Secret | None = None
+    headers: Mapping[str, str] = field(
+        default_factory=lambda: MappingProxyType({}), repr=False, hash=False
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteConfig:
+    """A route with heartbeat, timeouts and event size already resolved against `defaults`."""
+
+    name: str
+    paths: tuple[str, ...]
+    models: tuple[str, ...] | None = None
+    provider: Literal["openai", "anthropic"]
+    upstreams: tuple[UpstreamConfig, ...]
+    heartbeat_s: float = 15.0
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    max_event_bytes: int = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class UserConfig:
+    """A user; `key_sha256` is the raw 32-byte digest of their key (None: no key)."""
+
+    name: str
+    key_sha256: bytes | None = field(default=None, repr=False)
+    max_concurrent_streams: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """How clients are identified: by key, by a trusted header, or not at all."""
+
+    mode: Literal["keys", "header", "none"] = "keys"
+    header: str = "X-User-Id"
+    users: tuple[UserConfig, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """The whole configuration, as the proxy uses it."""
+
+    server: ServerConfig = field(default_factory=ServerConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    defaults: Defaults = field(default_factory=Defaults)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    routes: tuple[RouteConfig, ...]
+
+
+# --- the document as a whole (its resolved sections are in proxy.config_yaml) ---
+
+
+class _ConfigDoc(BaseModel):
+    model_config = STRICT
+    server: ServerConfig = ServerConfig()
+    logging: LoggingConfig = LoggingConfig()
+    defaults: Defaults = Defaults()
+    auth: AuthDoc = AuthDoc()
+    limits: LimitsConfig = LimitsConfig()
+    routes: Annotated[list[RouteDoc], Field(min_length=1)]
+
+
+# --- from a valid document to the public objects ---
+
+
+class _Resolver:
+    """Builds the public objects, collecting every cross-value problem in `errors`."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+        self.errors: list[str] = []
+
+    def config(self, doc: _ConfigDoc) -> Config:
+        auth = self.auth(doc.auth)
+        routes = tuple(
+            self.route(route, doc.defaults, ("routes", index))
+            for index, route in enumerate(doc.routes)
+        )
+        self.unique_names([route.name for route in routes], ("routes",), "route name")
+        return Config(
+            server=doc.server, logging=doc.logging, defaults=doc.defaults,
+            auth=auth, limits=doc.limits, routes=routes,
+        )  # fmt: skip
+
+    def unique_names(self, names: Sequence[str], path: KeyPath, what: str) -> None:
+        seen: set[str] = set()
+        for index, name in enumerate(names):
+            if name in seen:
+                self.errors.append(f"{key_path((*path, index, 'name'))}: duplicate {what} {name!r}")
+            seen.add(name)
+
+    def env_value(self, variable: str, path: KeyPath) -> str | None:
+        """The environment variable's value, or None after recording why it is unusable."""
+        value = self.environ.get(variable)
+        if value is None:
+            problem = f"environment variable {variable} is not set"
+        elif not value:
+            problem = f"environment variable {variable} is empty"
+        elif not (value.isascii() and value.isprintable()) or " " in value:
+            problem = f"environment variable {variable} holds whitespace or non-ASCII characters"
+        else:
+            return value
+        self.errors.append(f"{key_path(path)}: {problem}")
+        return None
+
+    def auth(self, doc: AuthDoc) -> AuthConfig:
+        path: KeyPath = ("auth", "users")
+        users = tuple(self.user(user, (*path, index)) for index, user in enumerate(doc.users))
+        self.unique_names([user.name for user in users], path, "user name")
+        owners: dict[bytes, str] = {}
+        for index, (user_doc, user) in enumerate(zip(doc.users, users, strict=True)):
+            if doc.mode == "keys" and user.key_sha256 is None and user_doc.key_env is None:
+                self.errors.append(f"{key_path((*path, index))}: auth mode 'keys' needs "
+                                   "key_sha256 or key_env for every user")  # fmt: skip
+            if user.key_sha256 is None:
+                continue
+            if user.key_sha256 in owners:
+                where = key_path((*path, index, "key_env" if user_doc.key_env else "key_sha256"))
+                self.errors.append(f"{where}: same key as user {owners[user.key_sha256]!r}")
+            owners.setdefault(user.key_sha256, user.name)
+        if doc.mode == "keys" and not users:
+            self.errors.append("auth.users: auth mode 'keys' needs at least one user, "
+                               "or nobody can connect")  # fmt: skip
+        return AuthConfig(mode=doc.mode, header=doc.header, users=users)
+
+    def user(self, doc: UserDoc, path: KeyPath) -> UserConfig:
+        digest = None if doc.key_sha256 is None else bytes.fromhex(doc.key_sha256)
+        if doc.key_env is not None:
+            key = self.env_value(doc.key_env, (*path, "key_env"))
+            digest = None if key is None else hashlib.sha256(key.encode()).digest()
+        return UserConfig(doc.name, digest, doc.max_concurrent_streams)
+
+    def route(self, doc: RouteDoc, defaults: Defaults, path: KeyPath) -> RouteConfig:
+        upstreams = tuple(
+            self.upstream(upstream, (*path, "upstreams", index))
+            for index, upstream in enumerate(doc.upstreams)
+        )
+        names = [upstream.name for upstream in upstreams]
+        self.unique_names(names, (*path, "upstreams"), "upstream name")
+        overrides = doc.timeouts.model_dump(exclude_none=True) if doc.timeouts else {}
+        return RouteConfig(
+            name=doc.name,
+            paths=tuple(doc.paths),
+            models=None if doc.models is None else tuple(doc.models),
+            provider=doc.provider,
+            upstreams=upstreams,
+            heartbeat_s=defaults.heartbeat_s if doc.heartbeat_s is None else doc.heartbeat_s,
+            timeouts=defaults.timeouts.model_copy(update=overrides),
+            max_event_bytes=(
+                defaults.max_event_bytes if doc.max_event_bytes is None else doc.max_event_bytes
+            ),
+        )
+
+    def upstream(self, doc: UpstreamDoc, path: KeyPath) -> UpstreamConfig:
+        api_key = None
+        if doc.api_key_env is not None:
+            value = self.env_value(doc.api_key_env, (*path, "api_key_env"))
+            api_key = None if value is None else Secret(value)
+        return UpstreamConfig(
+            name=doc.name or urlsplit(doc.url).netloc,
+            url=doc.url,
+            api_key=api_key,
+            headers=MappingProxyType(dict(doc.headers)),
+        )
+
+
+# --- entry points ---
+
+
+def parse_config(document: object, environ: Mapping[str, str], source: str = "<config>") -> Config:
+    """Validate an already-parsed YAML document; `source` names it in document-level errors."""
+    if not isinstance(document, dict):
+        empty = "is empty" if document is None else f"is {describe_kind(document)}"
+        raise ConfigError([f"{source}: {empty}; expected a mapping with at least 'routes'"])
+    try:
+        doc = _ConfigDoc.model_validate(document)
+    except ValidationError as exc:
+        raise ConfigError(render_errors(exc, source)) from None
+    resolver = _Resolver(environ)
+    config = resolver.config(doc)
+    if resolver.errors:
+        raise ConfigError(resolver.errors)
+    return config
+
+
+def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
+    """Read, validate and resolve the YAML file at `path` (keys from `environ`, or os.environ)."""
+    document = read_yaml(path)
+    return parse_config(document, os.environ if environ is None else environ, str(path))

@@ -1,0 +1,19 @@
+"""Typed keys for app-scoped resources (aiohttp `AppKey`) and the per-request id."""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+
+from proxy.auth import Authenticator
+from proxy.config import Config
+from proxy.limits import ConcurrencyLimiter
+from proxy.metrics import ProxyMetrics
+
+CONFIG = web.AppKey("config", Config)
+AUTH = web.AppKey("auth", Authenticator)
+METRICS = web.AppKey("metrics", ProxyMetrics)
+LIMITER = web.AppKey("limiter", ConcurrencyLimiter)
+SESSION = web.AppKey("session", aiohttp.ClientSession)
+READY = web.AppKey("ready", list[bool])
+REQUEST_ID = "proxy.request_id"

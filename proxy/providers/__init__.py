@@ -1,0 +1,64 @@
+"""Provider dialects (pure): what an event means, and how errors are shaped for a client.
+
+A dialect never touches I/O. It turns one parsed SSE event into a `Signal` (content? terminator?
+usage?) and renders the proxy's own errors in the shape the provider's SDK expects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from proxy.sse import SSEEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """What one upstream event tells the proxy."""
+
+    content: bool = False  # carries generated content (text, tool-call, reasoning delta)
+    terminal: bool = False  # the dialect's end-of-stream marker
+    error: bool = False  # the upstream's own in-band error event
+    output_tokens: int | None = None  # provider usage figure (cumulative)
+    input_tokens: int | None = None
+
+
+NOTHING = Signal()
+CONTENT = Signal(content=True)
+TERMINAL = Signal(terminal=True)
+UPSTREAM_ERROR = Signal(error=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    output_tokens: int | None = None
+    input_tokens: int | None = None
+
+
+class Dialect(Protocol):
+    name: str
+
+    def interpret(self, event: SSEEvent) -> Signal: ...
+
+    def usage_from_body(self, body: Any) -> Usage: ...
+
+    def error_body(self, error_type: str, message: str) -> dict[str, Any]: ...
+
+    def error_event(self, error_type: str, message: str) -> bytes: ...
+
+    def upstream_auth_headers(self, api_key: str) -> Mapping[str, str]: ...
+
+
+def token_count(value: object) -> int | None:
+    """A usage figure if it is a non-negative int (bools excluded), else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+def dialect_for(provider: str) -> Dialect:
+    from proxy.providers.anthropic import ANTHROPIC
+    from proxy.providers.openai import OPENAI
+
+    return ANTHROPIC if provider == "anthropic" else OPENAI

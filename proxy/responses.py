@@ -1,0 +1,86 @@
+"""Whole (non-streamed) responses: the proxy's own errors and upstream pass-through."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from proxy.config import RouteConfig
+from proxy.errors import Outcome, ProxyError, StreamFailure
+from proxy.providers import Dialect
+from proxy.stats import RequestRecord
+from proxy.upstream import client_response_headers
+
+_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+                403: "permission_error", 404: "not_found_error", 413: "request_too_large",
+                429: "rate_limit_error", 529: "overloaded_error"}  # fmt: skip
+REDACTED = b"[redacted]"
+
+
+def error_response(dialect: Dialect, error: ProxyError, request_id: str) -> web.Response:
+    body = dialect.error_body(error.error_type, error.message)
+    response = web.json_response(body, status=error.status, headers=error.headers)
+    response.headers["X-Request-Id"] = request_id
+    return response
+
+
+def scrub_keys(body: bytes, route: RouteConfig) -> bytes:
+    """Remove the route's upstream keys from a body an upstream might echo them in."""
+    for upstream in route.upstreams:
+        if upstream.api_key is not None:
+            body = body.replace(upstream.api_key.reveal().encode(), REDACTED)
+    return body
+
+
+def _json_or_none(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+def passthrough_response(
+    dialect: Dialect,
+    upstream: aiohttp.ClientResponse,
+    body: bytes,
+    route: RouteConfig,
+    record: RequestRecord,
+) -> web.Response:
+    """The upstream's status, headers and body as they are (keys scrubbed), usage recorded."""
+    body = scrub_keys(body, route)
+    if upstream.status < 300 and upstream.content_type == "application/json":
+        usage = dialect.usage_from_body(_json_or_none(body))
+        record.usage_output_tokens = usage.output_tokens
+        record.input_tokens = usage.input_tokens
+    headers = client_response_headers(upstream.headers)
+    headers["X-Request-Id"] = record.request_id
+    return web.Response(status=upstream.status, body=body, headers=headers)
+
+
+def _upstream_message(body: bytes) -> str:
+    parsed = _json_or_none(body)
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    if isinstance(message, str):
+        return message[:500]
+    return body[:200].decode("utf-8", errors="replace")
+
+
+async def upstream_failure(
+    dialect: Dialect, upstream: aiohttp.ClientResponse, route: RouteConfig
+) -> StreamFailure:
+    """An upstream answer that cannot be relayed after the commit, as an in-band failure."""
+    try:
+        body = scrub_keys(await upstream.content.read(64 * 1024), route)
+    except (aiohttp.ClientError, OSError):
+        body = b""
+    if upstream.status < 300:
+        message = f"upstream answered {upstream.content_type}, not an event stream"
+        return StreamFailure(message, Outcome.UPSTREAM_ERROR)
+    message = f"upstream answered HTTP {upstream.status}: {_upstream_message(body)}"
+    failure = StreamFailure(message, Outcome.UPSTREAM_ERROR, status=upstream.status)
+    failure.error_type = _ERROR_TYPES.get(upstream.status, "api_error")
+    return failure

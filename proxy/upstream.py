@@ -1,0 +1,136 @@
+"""Opening the upstream request: headers, then failover across the route's upstreams.
+
+Failover happens only while nothing can have reached a model twice: on a connect failure, and on
+502/503/504 (a gateway in front of the model refused). A 500/501 is passed through: the request
+may have reached the model, and a replay could bill twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from proxy.config import RouteConfig, UpstreamConfig
+from proxy.errors import UpstreamTimeout, UpstreamUnavailable
+from proxy.providers import Dialect
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+        "trailer", "trailers", "transfer-encoding", "upgrade", "proxy-connection",
+    }
+)  # fmt: skip
+# Never forwarded upstream: the client's credentials, cookies, framing set by aiohttp.
+_CLIENT_ONLY = frozenset({"host", "content-length", "authorization", "x-api-key", "cookie"})
+_NOT_RETURNED = frozenset({"content-length", "content-encoding", "set-cookie", "x-request-id"})
+FAILOVER_STATUSES = frozenset({502, 503, 504})
+
+
+def _connection_listed(headers: Mapping[str, str]) -> set[str]:
+    listed = headers.get("Connection", "")
+    return {token.strip().lower() for token in listed.split(",") if token.strip()}
+
+
+def upstream_request_headers(
+    client_headers: Mapping[str, str],
+    upstream: UpstreamConfig,
+    dialect: Dialect,
+    request_id: str,
+    drop: frozenset[str] = frozenset(),
+) -> CIMultiDict[str]:
+    """The client's headers minus hop-by-hop and credentials, plus the upstream's key."""
+    skip = HOP_BY_HOP | _CLIENT_ONLY | _connection_listed(client_headers) | drop
+    headers: CIMultiDict[str] = CIMultiDict(
+        (name, value) for name, value in client_headers.items() if name.lower() not in skip
+    )
+    headers.update(upstream.headers)
+    if upstream.api_key is not None:
+        headers.update(dialect.upstream_auth_headers(upstream.api_key.reveal()))
+    headers["Accept-Encoding"] = "identity"
+    headers["X-Request-Id"] = request_id
+    return headers
+
+
+def client_response_headers(upstream_headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """The upstream's response headers a client may see (rate-limit headers and the like)."""
+    skip = HOP_BY_HOP | _NOT_RETURNED | _connection_listed(upstream_headers)
+    headers: CIMultiDict[str] = CIMultiDict(
+        (name, value) for name, value in upstream_headers.items() if name.lower() not in skip
+    )
+    upstream_id = upstream_headers.get("X-Request-Id")
+    if upstream_id is not None:
+        headers["X-Upstream-Request-Id"] = upstream_id
+    return headers
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamCall:
+    method: str
+    path_qs: str
+    client_headers: Mapping[str, str]
+    body: bytes
+    request_id: str
+    drop_headers: frozenset[str] = frozenset()
+
+
+async def _attempt(
+    session: aiohttp.ClientSession, upstream: UpstreamConfig, call: UpstreamCall, dialect: Dialect
+) -> aiohttp.ClientResponse:
+    headers = upstream_request_headers(
+        call.client_headers, upstream, dialect, call.request_id, call.drop_headers
+    )
+    return await session.request(
+        call.method, upstream.url + call.path_qs, headers=headers, data=call.body,
+        allow_redirects=False,
+    )  # fmt: skip
+
+
+def _not_connected(exc: BaseException) -> bool:
+    """True when the request cannot have left: refused, unresolvable, or connect timed out."""
+    return isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
+
+
+async def open_upstream(
+    session: aiohttp.ClientSession,
+    route: RouteConfig,
+    call: UpstreamCall,
+    dialect: Dialect,
+    on_attempt: Callable[[UpstreamConfig], None],
+) -> aiohttp.ClientResponse:
+    """The first upstream that answers with something other than 502/503/504.
+
+    Response headers must arrive within the route's first-byte timeout; the connection itself
+    within `connect_s` (the session's per-request timeout). Exhausting the route is a 502.
+    """
+    failures: list[str] = []
+    retry_after: dict[str, str] = {}
+    for upstream in route.upstreams:
+        on_attempt(upstream)
+        try:
+            async with asyncio.timeout(route.timeouts.first_byte_s) as timer:
+                response = await _attempt(session, upstream, call, dialect)
+        except (aiohttp.ClientError, OSError) as exc:
+            if timer.expired():
+                raise UpstreamTimeout(
+                    f"upstream {upstream.name!r} sent no response headers within "
+                    f"{route.timeouts.first_byte_s:g} s"
+                ) from None
+            if _not_connected(exc):
+                failures.append(f"{upstream.name}: could not connect")
+                continue
+            raise UpstreamUnavailable(
+                f"upstream {upstream.name!r} failed before answering ({type(exc).__name__})"
+            ) from None
+        if response.status not in FAILOVER_STATUSES:
+            return response
+        failures.append(f"{upstream.name}: HTTP {response.status}")
+        if "Retry-After" in response.headers:
+            retry_after = {"Retry-After": response.headers["Retry-After"]}
+        response.close()
+    raise UpstreamUnavailable(
+        "no upstream could serve the request (" + "; ".join(failures) + ")", headers=retry_after
+    )

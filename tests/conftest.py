@@ -1,0 +1,143 @@
+"""Shared fixtures: a scripted fake upstream and the real proxy on real sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from proxy.app import create_app, make_runner
+from proxy.config import Config, parse_config
+from proxy.limits.memory import MemoryLimiter
+from proxy.log import configure_logging
+from tests.fake_upstream import FakeUpstream
+
+CANARY_UPSTREAM_KEY = "sk-canary-UPSTREAM-7f3e9b2a41d8c6"
+CANARY_CLIENT_KEY = "pk-canary-CLIENT-5c1d8e0f9a2b47"
+ENVIRON = {"CANARY_UPSTREAM_KEY": CANARY_UPSTREAM_KEY, "CANARY_CLIENT_KEY": CANARY_CLIENT_KEY}
+
+
+def base_document(upstream_url: str) -> dict[str, Any]:
+    """A config document with an OpenAI and an Anthropic route on the fake upstream."""
+    upstream = {"name": "fake", "url": upstream_url, "api_key_env": "CANARY_UPSTREAM_KEY"}
+    return {
+        "server": {"host": "127.0.0.1", "port": 8080, "max_body_bytes": 65536},
+        "logging": {"level": "info", "format": "json"},
+        "defaults": {
+            "heartbeat_s": 30,
+            "timeouts": {"connect_s": 2, "first_byte_s": 30, "idle_s": 30, "max_stream_s": 60},
+            "max_concurrent_streams_per_user": 2,
+        },
+        "auth": {
+            "mode": "keys",
+            "users": [
+                {"name": "alice", "key_env": "CANARY_CLIENT_KEY"},
+                {"name": "bob", "key_sha256": "0" * 64, "max_concurrent_streams": 1},
+            ],
+        },
+        "routes": [
+            {"name": "openai", "paths": ["/v1/chat/completions", "/v1/completions",
+             "/v1/responses"], "provider": "openai", "upstreams": [dict(upstream)]},
+            {"name": "anthropic", "paths": ["/v1/messages"], "provider": "anthropic",
+             "upstreams": [dict(upstream)]},
+        ],
+    }  # fmt: skip
+
+
+@dataclass
+class RunningProxy:
+    url: str
+    app: web.Application
+    config: Config
+    registry: CollectorRegistry
+    limiter: MemoryLimiter
+    log_stream: io.StringIO
+    session: aiohttp.ClientSession
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.log_stream.getvalue().splitlines() if line]
+
+    def finished_lines(self) -> list[dict[str, Any]]:
+        return [line for line in self.log_lines() if line.get("event") == "stream.finished"]
+
+    def metric(self, name: str, labels: dict[str, str] | None = None) -> float | None:
+        """A sample's value from the registry's exposition text (parsed, not searched)."""
+        from prometheus_client import generate_latest
+
+        text = generate_latest(self.registry).decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in (labels or {}).items()
+                ):
+                    return float(sample.value)
+        return None
+
+    def headers(self, **extra: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {CANARY_CLIENT_KEY}", **extra}
+
+    async def post(self, path: str, payload: Any, **headers: str) -> aiohttp.ClientResponse:
+        return await self.session.post(
+            self.url + path, data=json.dumps(payload), headers=self.headers(**headers)
+        )
+
+
+ProxyFactory = Callable[..., Coroutine[Any, Any, RunningProxy]]
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeUpstream]:
+    fake = FakeUpstream()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def start_proxy(upstream: FakeUpstream) -> AsyncIterator[ProxyFactory]:
+    """Start the proxy; `edit(document)` may change the config document first."""
+    runners: list[web.AppRunner] = []
+    sessions: list[aiohttp.ClientSession] = []
+
+    async def start(
+        edit: Callable[[dict[str, Any]], None] | None = None,
+        environ: dict[str, str] | None = None,
+    ) -> RunningProxy:
+        document = copy.deepcopy(base_document(upstream.url))
+        if edit is not None:
+            edit(document)
+        config = parse_config(document, {**ENVIRON, **(environ or {})})
+        log_stream = io.StringIO()
+        configure_logging("debug", "json", stream=log_stream)
+        registry, limiter = CollectorRegistry(), MemoryLimiter()
+        app = create_app(config, registry=registry, limiter=limiter)
+        runner = make_runner(app)
+        await runner.setup()
+        runners.append(runner)
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        session = aiohttp.ClientSession()
+        sessions.append(session)
+        url = f"http://127.0.0.1:{port}"
+        return RunningProxy(url, app, config, registry, limiter, log_stream, session)
+
+    yield start
+    for session in sessions:
+        await session.close()
+    for runner in runners:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def proxy(start_proxy: ProxyFactory) -> RunningProxy:
+    return await start_proxy()
