@@ -213,8 +213,15 @@ async def upstream_request(exchange: Exchange) -> web.StreamResponse:
         record.settle(Outcome.CLIENT_DISCONNECTED, record.status or 499, str(gone))
         return _ended(exchange)
     finally:
-        if not opening.done():
-            opening.cancel()
+        _discard(opening)
+
+
+def _discard(opening: asyncio.Future[aiohttp.ClientResponse]) -> None:
+    """Stop an upstream attempt still under way, or close a response nobody relayed."""
+    if not opening.done():
+        opening.cancel()
+    elif not opening.cancelled() and opening.exception() is None:
+        opening.result().close()  # no-op if the relay already released or closed it
 
 
 def _as_failure(error: ProxyError) -> StreamFailure:
@@ -245,7 +252,16 @@ async def upstream_response(
         record.settle(Outcome.COMPLETED, 200)
         return channel.response
     finally:
-        upstream.close()  # at once: a client that left must stop the generation
+        finish_upstream(upstream)
+
+
+def finish_upstream(upstream: aiohttp.ClientResponse) -> None:
+    """Pool the connection when its body was read to the end; otherwise close it at once, so
+    a provider whose client left (or whose stream failed) stops generating."""
+    if upstream.content.at_eof():
+        upstream.release()
+    else:
+        upstream.close()
 
 
 async def _pass_through(exchange: Exchange, upstream: aiohttp.ClientResponse) -> web.Response:

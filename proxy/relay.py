@@ -188,6 +188,8 @@ class StreamPump:
                     Outcome.UPSTREAM_ERROR,
                 ) from None
             now = self.loop.time()
+            if now >= self.stream_deadline:  # a stream that never pauses never times out above
+                self._check_deadlines()
             if self.record.upstream_first_byte is None:
                 self.record.upstream_first_byte = now
             self.data_deadline = now + settings.idle_s
