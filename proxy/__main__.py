@@ -32,7 +32,10 @@ async def serve(config: Config, host: str, port: int) -> None:
     runner = make_runner(create_app(config))
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
-    log.info("proxy.started", host=host, port=port, routes=[r.name for r in config.routes])
+    bound_host, bound_port = runner.addresses[0][:2]  # the real port, also for --port 0
+    log.info(
+        "proxy.started", host=bound_host, port=bound_port, routes=[r.name for r in config.routes]
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -16,4 +16,4 @@ METRICS = web.AppKey("metrics", ProxyMetrics)
 LIMITER = web.AppKey("limiter", ConcurrencyLimiter)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 READY = web.AppKey("ready", list[bool])
-REQUEST_ID = "proxy.request_id"
+REQUEST_ID = web.RequestKey("request_id", str)

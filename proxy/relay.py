@@ -147,6 +147,7 @@ class StreamPump:
         sent = self.record.upstream_started or self.record.started
         self.data_deadline = sent + settings.first_byte_s
         self.stream_deadline = self.record.started + settings.max_stream_s
+        self.failure: StreamFailure | None = None  # raised after the bytes before it are relayed
 
     async def run(self) -> None:
         """Relay until the dialect's terminator, EOF or a failure (raised as StreamFailure)."""
@@ -170,6 +171,8 @@ class StreamPump:
     async def _next_chunk(self) -> bytes:
         """The next upstream bytes; heartbeats while waiting; b"" at EOF."""
         settings = self.settings
+        if self.failure is not None:
+            raise self.failure
         while True:
             heartbeat_at = self.channel.last_write + settings.heartbeat_s
             deadline = min(heartbeat_at, self.data_deadline, self.stream_deadline)
@@ -183,10 +186,13 @@ class StreamPump:
                 await self.channel.heartbeat()
                 continue
             except (aiohttp.ClientError, OSError) as exc:
-                raise StreamFailure(
+                self.failure = StreamFailure(
                     f"upstream connection failed mid-stream ({type(exc).__name__})",
                     Outcome.UPSTREAM_ERROR,
-                ) from None
+                )
+                chunk = bytes_buffered_before_failure(self.content)
+                if not chunk:
+                    raise self.failure from None
             now = self.loop.time()
             if now >= self.stream_deadline:  # a stream that never pauses never times out above
                 self._check_deadlines()
@@ -214,6 +220,24 @@ class StreamPump:
         if self.record.upstream_reported_error:
             raise UpstreamErrorEvent()
         raise StreamFailure("upstream ended the stream before it was complete", Outcome.TRUNCATED)
+
+
+def bytes_buffered_before_failure(content: aiohttp.StreamReader) -> bytes:
+    """What aiohttp received before the connection broke.
+
+    `StreamReader.readany()` raises a stored exception *before* handing out bytes it already
+    buffered (aiohttp 3.x), and no public method returns them; under backpressure that can be
+    many complete events. Relaying them keeps the stream byte-faithful up to the failure.
+    Pinned by tests/test_relay.py and tests/test_sdk.py.
+    """
+    read_buffered = getattr(content, "_read_nowait", None)
+    if read_buffered is None:
+        return b""
+    try:
+        data = read_buffered(-1)
+    except Exception:
+        return b""
+    return data if isinstance(data, bytes) else b""
 
 
 class UpstreamErrorEvent(StreamFailure):
