@@ -16,6 +16,7 @@ from proxy import keys
 from proxy.auth import Authenticator
 from proxy.config import Config
 from proxy.handlers import proxy_handler
+from proxy.lifecycle import Lifecycle
 from proxy.limits import ConcurrencyLimiter
 from proxy.limits.memory import MemoryLimiter
 from proxy.metrics import ProxyMetrics
@@ -49,10 +50,15 @@ async def upstream_session(app: web.Application) -> AsyncIterator[None]:
         auto_decompress=True, skip_auto_headers=("User-Agent",),
     ) as session:  # fmt: skip
         app[keys.SESSION] = session
-        app[keys.READY][0] = True
+        app[keys.LIFECYCLE].ready = True
         yield
-        app[keys.READY][0] = False
+        app[keys.LIFECYCLE].ready = False
     await app[keys.LIMITER].close()
+
+
+async def drain_streams(app: web.Application) -> None:
+    """on_shutdown: the listener is closed; let open streams finish within the grace period."""
+    await app[keys.LIFECYCLE].drain(app[keys.CONFIG].server.shutdown_grace_s)
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
@@ -67,7 +73,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    ready = request.app[keys.READY][0]
+    ready = request.app[keys.LIFECYCLE].ready
     return web.json_response({"ready": ready}, status=200 if ready else 503)
 
 
@@ -84,8 +90,9 @@ def create_app(
     app[keys.AUTH] = Authenticator(config.auth)
     app[keys.METRICS] = ProxyMetrics(registry if registry is not None else CollectorRegistry())
     app[keys.LIMITER] = limiter if limiter is not None else MemoryLimiter()
-    app[keys.READY] = [False]
+    app[keys.LIFECYCLE] = Lifecycle()
     app.cleanup_ctx.append(upstream_session)
+    app.on_shutdown.append(drain_streams)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -95,4 +102,5 @@ def create_app(
 
 def make_runner(app: web.Application) -> web.AppRunner:
     """Handlers are cancelled when their client goes away: that is how a disconnect is seen."""
-    return web.AppRunner(app, handler_cancellation=True, access_log=None)
+    # Open streams are drained by `drain_streams` (on_shutdown) before aiohttp's own wait.
+    return web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=5)

@@ -8,6 +8,7 @@ written there and nowhere else, whatever ended the request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,6 +78,8 @@ async def proxy_handler(request: web.Request) -> web.StreamResponse:
         record.settle(error.outcome, error.status, error.message)
         return error_response(exchange.dialect, error, record.request_id)
     except asyncio.CancelledError:
+        if request.app[keys.LIFECYCLE].draining:
+            await _cut_by_shutdown(exchange)
         record.settle(Outcome.CLIENT_DISCONNECTED, record.status or 499, "client went away")
         raise
     except Exception as exc:
@@ -90,6 +93,17 @@ async def proxy_handler(request: web.Request) -> web.StreamResponse:
         return error_response(exchange.dialect, internal, record.request_id)
     finally:
         finish(request.app, record, loop.time())
+
+
+async def _cut_by_shutdown(exchange: Exchange) -> None:
+    """The grace period ran out while this stream was open: say so in-band, then end."""
+    failure = StreamFailure("the proxy is shutting down", Outcome.INTERNAL_ERROR, status=503)
+    exchange.record.settle(failure.outcome, exchange.record.status or 503, failure.message)
+    channel = exchange.channel
+    if channel is not None and channel.committed:
+        with contextlib.suppress(ClientGone, TimeoutError):
+            async with asyncio.timeout(1):
+                await channel.fail(failure)
 
 
 def finish(app: web.Application, record: RequestRecord, now: float) -> None:
@@ -139,7 +153,10 @@ async def request_filter(exchange: Exchange) -> web.StreamResponse:
     metrics = request.app[keys.METRICS]
     try:
         async with request.app[keys.LIMITER].acquire(exchange.caller.name, limit):
-            with metrics.active_streams.labels(route.name).track_inprogress():
+            with (
+                metrics.active_streams.labels(route.name).track_inprogress(),
+                request.app[keys.LIFECYCLE].track(),
+            ):
                 return await upstream_request(exchange)
     except ProxyError as error:
         if error.outcome is Outcome.REJECTED:

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from proxy.auth import Authenticator
 from proxy.config import Config
+from proxy.lifecycle import Lifecycle
 from proxy.limits import ConcurrencyLimiter
 from proxy.metrics import ProxyMetrics
 
@@ -15,5 +16,5 @@ AUTH = web.AppKey("auth", Authenticator)
 METRICS = web.AppKey("metrics", ProxyMetrics)
 LIMITER = web.AppKey("limiter", ConcurrencyLimiter)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
-READY = web.AppKey("ready", list[bool])
+LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -1,0 +1,63 @@
+"""Readiness and graceful shutdown.
+
+On shutdown the listener is already closed (aiohttp stops the sites first); then `/readyz`
+turns 503 and admitted requests get `shutdown_grace_s` to finish. Any still running are
+cancelled; the handler sees `draining` and ends its stream with an in-band error event instead
+of a silent cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Lifecycle:
+    ready: bool = False
+    drain_started: asyncio.Event = field(default_factory=asyncio.Event)
+    _running: set[asyncio.Task[object]] = field(default_factory=set)
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @contextmanager
+    def track(self) -> Iterator[None]:
+        """Mark the current task as serving an admitted request for the block's duration."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._running.add(task)
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._running.discard(task)
+            if not self._running:
+                self._idle.set()
+
+    @property
+    def draining(self) -> bool:
+        return self.drain_started.is_set()
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    async def drain(self, grace_s: float) -> None:
+        """Let admitted requests finish for `grace_s`, then cancel what is left."""
+        self.ready = False
+        self.drain_started.set()
+        if self._running:
+            try:
+                async with asyncio.timeout(grace_s):
+                    await self._idle.wait()
+            except TimeoutError:
+                pass
+        for task in list(self._running):
+            task.cancel()
+        if self._running:
+            try:
+                async with asyncio.timeout(5):
+                    await self._idle.wait()
+            except TimeoutError:
+                pass
