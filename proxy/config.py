@@ -153,6 +153,10 @@ class RouteConfig:
     timeouts: Timeouts = field(default_factory=Timeouts)
     max_event_bytes: int = 1024 * 1024
 
+    def revealed_keys(self) -> tuple[str, ...]:
+        """The route's upstream keys in clear, for redacting whatever an upstream echoes."""
+        return tuple(up.api_key.reveal() for up in self.upstreams if up.api_key is not None)
+
 
 @dataclass(frozen=True, slots=True)
 class UserConfig:

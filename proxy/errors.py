@@ -37,7 +37,13 @@ class ProxyError(Exception):
 
 
 class ClientRequestError(ProxyError):
-    """Refused before a route was known; counted by status, not under a route."""
+    """Refused before a route was known; counted by status, not under a route.
+
+    Its log line says `rejected`, like a limit refusal: the proxy turned the request away and
+    nothing went wrong inside it. The `status` field tells the two apart.
+    """
+
+    outcome = Outcome.REJECTED
 
 
 class BadRequest(ClientRequestError):

@@ -261,8 +261,8 @@ async def upstream_response(
                 assert exchange.route is not None
                 raise await upstream_failure(exchange.dialect, upstream, exchange.route)
             return await _pass_through(exchange, upstream)
-        assert channel is not None
-        await channel.commit(client_response_headers(upstream.headers))
+        assert channel is not None and exchange.route is not None
+        await channel.commit(client_response_headers(upstream.headers, exchange.route))
         await StreamPump(upstream, channel, channel.settings).run()
         assert channel.response is not None
         await channel.response.write_eof()

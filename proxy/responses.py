@@ -29,9 +29,8 @@ def error_response(dialect: Dialect, error: ProxyError, request_id: str) -> web.
 
 def scrub_keys(body: bytes, route: RouteConfig) -> bytes:
     """Remove the route's upstream keys from a body an upstream might echo them in."""
-    for upstream in route.upstreams:
-        if upstream.api_key is not None:
-            body = body.replace(upstream.api_key.reveal().encode(), REDACTED)
+    for key in route.revealed_keys():
+        body = body.replace(key.encode(), REDACTED)
     return body
 
 
@@ -55,7 +54,7 @@ def passthrough_response(
         usage = dialect.usage_from_body(_json_or_none(body))
         record.usage_output_tokens = usage.output_tokens
         record.input_tokens = usage.input_tokens
-    headers = client_response_headers(upstream.headers)
+    headers = client_response_headers(upstream.headers, route)
     headers["X-Request-Id"] = record.request_id
     return web.Response(status=upstream.status, body=body, headers=headers)
 

@@ -55,15 +55,29 @@ def upstream_request_headers(
     return headers
 
 
-def client_response_headers(upstream_headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    """The upstream's response headers a client may see (rate-limit headers and the like)."""
+def _redacted(value: str, keys: tuple[str, ...]) -> str:
+    for key in keys:
+        value = value.replace(key, "[redacted]")
+    return value
+
+
+def client_response_headers(
+    upstream_headers: CIMultiDictProxy[str], route: RouteConfig
+) -> CIMultiDict[str]:
+    """The upstream's response headers a client may see (rate-limit headers and the like).
+
+    Values are redacted of the route's upstream keys: a debugging upstream may echo them.
+    """
     skip = HOP_BY_HOP | _NOT_RETURNED | _connection_listed(upstream_headers)
+    keys = route.revealed_keys()
     headers: CIMultiDict[str] = CIMultiDict(
-        (name, value) for name, value in upstream_headers.items() if name.lower() not in skip
+        (name, _redacted(value, keys))
+        for name, value in upstream_headers.items()
+        if name.lower() not in skip
     )
     upstream_id = upstream_headers.get("X-Request-Id")
     if upstream_id is not None:
-        headers["X-Upstream-Request-Id"] = upstream_id
+        headers["X-Upstream-Request-Id"] = _redacted(upstream_id, keys)
     return headers
 
 

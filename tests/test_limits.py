@@ -1,0 +1,338 @@
+"""Per-user concurrent-stream limits: who is refused, and that every admitted slot comes back.
+
+A slot that leaks locks a user out until a restart, so each way a stream can end is tried while a
+second "witness" stream of the same user stays open: afterwards the user must hold exactly the
+witness's slot (a double release would show as 0, a leak as 2), then none, and be admitted again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import pytest
+
+from proxy.errors import ConcurrencyLimitExceeded
+from proxy.limits.memory import MemoryLimiter
+from tests.conftest import CANARY_CLIENT_KEY, ProxyFactory, RunningProxy
+from tests.fake_upstream import FakeUpstream, Hold, Reset, Script, Step
+from tests.phase_helpers import (
+    CHAT,
+    DONE,
+    MESSAGE_START,
+    MESSAGES,
+    ROLE,
+    Edit,
+    RawClient,
+    add_user,
+    chat_chunk,
+    chat_stream,
+    eventually,
+    explode_on_boom,
+    finished_lines,
+    ignore,
+    request_bytes,
+    set_defaults,
+    slots_released,
+    text_delta,
+)
+
+CHAT_BODY = b'{"model": "gpt-test", "stream": true}'
+
+
+def raw_chat() -> bytes:
+    """A streamed chat request from alice, as bytes for a raw connection."""
+    return request_bytes(
+        "/v1/chat/completions", CHAT_BODY, [("Authorization", f"Bearer {CANARY_CLIENT_KEY}")]
+    )
+
+
+async def open_held_stream(
+    proxy: RunningProxy, upstream: FakeUpstream, gate: asyncio.Event, **headers: str
+) -> aiohttp.ClientResponse:
+    """An admitted stream whose upstream waits for `gate` after the role chunk."""
+    upstream.enqueue(Script(steps=[ROLE, Hold(gate), chat_chunk("x"), DONE]))
+    response = await proxy.post("/v1/chat/completions", CHAT, **headers)
+    assert response.status == 200, await response.text()
+    return response
+
+
+async def finish_all(gate: asyncio.Event, responses: list[aiohttp.ClientResponse]) -> None:
+    gate.set()
+    for response in responses:
+        assert (await response.read()).endswith(DONE)
+
+
+def active_gauge(proxy: RunningProxy) -> float | None:
+    return proxy.metric("llm_proxy_active_streams", {"route": "openai"})
+
+
+# --- who is refused ---
+
+
+async def test_the_stream_beyond_the_limit_is_429_and_never_reaches_the_upstream(
+    proxy: RunningProxy, upstream: FakeUpstream
+) -> None:
+    gate = asyncio.Event()
+    held = [await open_held_stream(proxy, upstream, gate) for _ in range(2)]
+    response = await proxy.post("/v1/chat/completions", CHAT)
+    assert response.status == 429
+    assert response.headers["Retry-After"] == "1"
+    error = (await response.json())["error"]
+    assert error["type"] == "rate_limit_error"
+    assert "at most 2 streams" in error["message"]
+    assert len(upstream.requests) == 2
+    labels = {"route": "openai", "reason": "concurrency"}
+    assert proxy.metric("llm_proxy_limit_rejections_total", labels) == 1
+    rejected = {"route": "openai", "stream": "true", "outcome": "rejected"}
+    assert proxy.metric("llm_proxy_requests_total", rejected) == 1
+    await finish_all(gate, held)
+    await slots_released(proxy)
+
+
+async def test_a_users_own_limit_overrides_the_default_and_limits_are_per_user(
+    start_proxy: ProxyFactory, upstream: FakeUpstream
+) -> None:
+    proxy = await start_proxy(edit=add_user("carol", "CAROL_KEY", 3), environ={"CAROL_KEY": "k-c"})
+    gate = asyncio.Event()
+    carol = {"Authorization": "Bearer k-c"}
+    held = [await open_held_stream(proxy, upstream, gate, **carol) for _ in range(3)]
+    refused = await proxy.post("/v1/chat/completions", CHAT, **carol)
+    assert refused.status == 429
+    assert "at most 3 streams" in (await refused.json())["error"]["message"]
+    held.append(await open_held_stream(proxy, upstream, gate))  # alice has her own slots
+    assert (proxy.limiter.active("carol"), proxy.limiter.active("alice")) == (3, 1)
+    await finish_all(gate, held)
+    await slots_released(proxy, "carol")
+    await slots_released(proxy, "alice")
+
+
+# --- every admitted slot comes back exactly once ---
+
+Run = Callable[[RunningProxy, FakeUpstream, asyncio.Event], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Ending:
+    run: Run
+    outcome: str
+    edit: Edit = field(default=lambda document: None)
+
+
+async def completes(proxy: RunningProxy, upstream: FakeUpstream, never: asyncio.Event) -> None:
+    upstream.enqueue(Script(steps=chat_stream("a", "b")))
+    response = await proxy.post("/v1/chat/completions", CHAT)
+    assert (await response.read()).endswith(DONE)
+
+
+async def upstream_refuses(proxy: RunningProxy, upstream: FakeUpstream, _: asyncio.Event) -> None:
+    upstream.enqueue(Script(status=503, content_type="application/json", whole_body=b"{}"))
+    response = await proxy.post("/v1/chat/completions", CHAT)
+    assert response.status == 502
+
+
+async def upstream_resets(proxy: RunningProxy, upstream: FakeUpstream, _: asyncio.Event) -> None:
+    upstream.enqueue(Script(steps=[ROLE, chat_chunk("a"), Reset()]))
+    response = await proxy.post("/v1/chat/completions", CHAT)
+    assert response.status == 200
+    await ignore(response.read())
+
+
+def anthropic_idle_s(seconds: float) -> Edit:
+    """Only the anthropic route times out quickly (the witness streams on the openai one)."""
+
+    def edit(document: dict[str, Any]) -> None:
+        document["routes"][1]["timeouts"] = {"idle_s": seconds}
+
+    return edit
+
+
+async def upstream_idles(proxy: RunningProxy, upstream: FakeUpstream, never: asyncio.Event) -> None:
+    upstream.enqueue(Script(steps=[MESSAGE_START, text_delta("a"), Hold(never)]))
+    response = await proxy.post("/v1/messages", MESSAGES)
+    assert response.status == 200
+    await ignore(response.read())
+
+
+async def leaves_before_headers(
+    proxy: RunningProxy, upstream: FakeUpstream, never: asyncio.Event
+) -> None:
+    upstream.enqueue(Script(steps=chat_stream("a"), hold_headers=never))
+    seen = len(upstream.requests)
+    client = await RawClient.connect(proxy.url)
+    await client.send(raw_chat())
+    await eventually(lambda: len(upstream.requests) > seen, "the upstream has the request")
+    client.close(abort=True)
+
+
+async def leaves_mid_stream(
+    proxy: RunningProxy, upstream: FakeUpstream, never: asyncio.Event
+) -> None:
+    upstream.enqueue(Script(steps=[ROLE, chat_chunk("first"), Hold(never), DONE]))
+    client = await RawClient.connect(proxy.url)
+    await client.send(raw_chat())
+    await client.reader.readuntil(b'"first"')
+    client.close()
+
+
+async def leaves_during_a_heartbeat_wait(
+    proxy: RunningProxy, upstream: FakeUpstream, never: asyncio.Event
+) -> None:
+    upstream.enqueue(Script(steps=chat_stream("a"), hold_headers=never))
+    client = await RawClient.connect(proxy.url)
+    await client.send(raw_chat())
+    await client.reader.readuntil(b": ping")
+    client.close()
+
+
+async def proxy_code_raises(proxy: RunningProxy, upstream: FakeUpstream, _: asyncio.Event) -> None:
+    upstream.enqueue(Script(steps=[ROLE, chat_chunk("boom"), chat_chunk("b"), DONE]))
+    response = await proxy.post("/v1/chat/completions", CHAT)
+    assert response.status == 200
+    await ignore(response.read())
+
+
+ENDINGS = {
+    "completed": Ending(completes, "completed"),
+    "upstream-error-before-commit": Ending(upstream_refuses, "upstream_error"),
+    "upstream-reset-after-commit": Ending(upstream_resets, "upstream_error"),
+    "idle-timeout": Ending(upstream_idles, "upstream_timeout", anthropic_idle_s(0.2)),
+    "client-gone-before-headers": Ending(leaves_before_headers, "client_disconnected"),
+    "client-gone-mid-stream": Ending(leaves_mid_stream, "client_disconnected"),
+    "client-gone-during-heartbeat-wait": Ending(leaves_during_a_heartbeat_wait,
+                                                "client_disconnected",
+                                                set_defaults(heartbeat_s=0.05)),
+    "exception-in-proxy-code": Ending(proxy_code_raises, "internal_error"),
+}  # fmt: skip
+
+
+@asynccontextmanager
+async def witness(proxy: RunningProxy, upstream: FakeUpstream) -> AsyncIterator[None]:
+    """Alice's second stream, open around the block and completed after it."""
+    gate = asyncio.Event()
+    response = await open_held_stream(proxy, upstream, gate)
+    yield
+    await finish_all(gate, [response])
+
+
+@pytest.mark.parametrize("ending", ENDINGS.values(), ids=ENDINGS.keys())
+async def test_every_ending_releases_the_slot_exactly_once(
+    start_proxy: ProxyFactory,
+    upstream: FakeUpstream,
+    monkeypatch: pytest.MonkeyPatch,
+    ending: Ending,
+) -> None:
+    proxy = await start_proxy(edit=ending.edit)
+    explode_on_boom(monkeypatch)
+    never = asyncio.Event()
+    try:
+        async with witness(proxy, upstream):
+            await ending.run(proxy, upstream, never)
+            assert (await finished_lines(proxy, 1))[0]["outcome"] == ending.outcome
+            await slots_released(proxy, held=1)  # the witness's slot, and only that
+    finally:
+        never.set()
+    await slots_released(proxy)
+    assert active_gauge(proxy) == 0
+    for _ in range(2):  # both slots are usable again
+        response = await proxy.post("/v1/chat/completions", CHAT)
+        assert (await response.read()).endswith(DONE)
+
+
+# --- random cancellation points ---
+
+STAGES = ("before-headers", "after-headers", "first-event", "heartbeat", "bytes")
+
+
+def random_script(rng: random.Random, stage: str, gate: asyncio.Event) -> Script:
+    steps = chat_stream(*(f"w{index}" for index in range(rng.randint(1, 8))))
+    if stage == "before-headers":
+        return Script(steps=steps, hold_headers=gate)
+    if stage in ("after-headers", "heartbeat"):
+        return Script(steps=[Hold(gate), *steps])
+    if stage == "first-event":
+        return Script(steps=[steps[0], Hold(gate), *steps[1:]])
+    data = b"".join(step for step in steps if isinstance(step, bytes))
+    cuts = sorted(rng.sample(range(1, len(data)), rng.randint(0, 6)))
+    pieces: list[Step] = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+    return Script(steps=pieces)
+
+
+async def leave_at_random(
+    proxy: RunningProxy, upstream: FakeUpstream, rng: random.Random, gate: asyncio.Event
+) -> None:
+    """Open one stream and close the connection at a random stage or byte."""
+    stage = rng.choice(STAGES)
+    upstream.enqueue(random_script(rng, stage, gate))
+    seen = len(upstream.requests)
+    client = await RawClient.connect(proxy.url)
+    await client.send(raw_chat())
+    await eventually(lambda: len(upstream.requests) > seen, "the upstream has the request")
+    if stage == "after-headers":
+        await client.reader.readuntil(b"\r\n\r\n")
+    elif stage == "first-event":
+        await client.reader.readuntil(b"\n\n")
+    elif stage == "heartbeat":
+        await client.reader.readuntil(b": ping")
+    elif stage == "bytes":
+        await ignore(client.reader.readexactly(rng.randint(0, 600)))
+    client.close(abort=rng.random() < 0.5)
+
+
+async def test_slots_return_when_clients_leave_at_random_moments(
+    start_proxy: ProxyFactory, upstream: FakeUpstream
+) -> None:
+    proxy = await start_proxy(edit=set_defaults(heartbeat_s=0.05))
+    streams = 0
+    for seed in range(30):
+        rng = random.Random(seed)
+        gate = asyncio.Event()
+        for _ in range(rng.randint(1, 2)):  # up to alice's limit at once
+            await leave_at_random(proxy, upstream, rng, gate)
+            streams += 1
+        gate.set()
+        await slots_released(proxy)
+        assert active_gauge(proxy) == 0, f"seed {seed}"
+    assert len(await finished_lines(proxy, streams)) == streams  # each logged exactly once
+    response = await proxy.post("/v1/chat/completions", CHAT)
+    assert (await response.read()).endswith(DONE)
+
+
+async def hold_slot(
+    limiter: MemoryLimiter, limit: int, rng: random.Random, holders: set[int], index: int
+) -> None:
+    """Take a slot after some yields, keep it for some yields, maybe fail inside."""
+    for _ in range(rng.randint(0, 3)):
+        await asyncio.sleep(0)  # a yield point where a cancellation may land
+    async with limiter.acquire("u", limit):
+        holders.add(index)
+        try:
+            assert limiter.active("u") == len(holders) <= limit
+            for _ in range(rng.randint(0, 6)):
+                await asyncio.sleep(0)
+            if rng.random() < 0.2:
+                raise ValueError("the stream failed")
+        finally:
+            holders.discard(index)
+
+
+async def test_memory_limiter_survives_random_cancellation() -> None:
+    expected = (asyncio.CancelledError, ConcurrencyLimitExceeded, ValueError)
+    for seed in range(300):
+        rng = random.Random(seed)
+        limiter, limit, holders = MemoryLimiter(), rng.randint(1, 3), set[int]()
+        tasks = [
+            asyncio.create_task(hold_slot(limiter, limit, rng, holders, index))
+            for index in range(rng.randint(1, 8))
+        ]
+        for _ in range(rng.randint(0, 12)):
+            await asyncio.sleep(0)
+            rng.choice(tasks).cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(result is None or isinstance(result, expected) for result in results), results
+        assert (limiter.active("u"), limiter.total_active()) == (0, 0), f"seed {seed}"

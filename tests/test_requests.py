@@ -1,0 +1,519 @@
+"""One request through the proxy: who may ask, what the upstream receives, what the client gets.
+
+Real sockets on 127.0.0.1 only: the proxy in front of the scripted fake upstream. Heartbeats stay
+at the default 30 s, so nothing in this file is committed early: every status is the honest one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import (
+    CANARY_CLIENT_KEY,
+    CANARY_UPSTREAM_KEY,
+    ProxyFactory,
+    RunningProxy,
+)
+from tests.fake_upstream import FakeUpstream, Script
+from tests.phase_helpers import (
+    CHAT,
+    MESSAGE_STOP,
+    MESSAGES,
+    PLAIN,
+    Edit,
+    RawClient,
+    add_user,
+    anthropic_stream,
+    chat_stream,
+    closed_port,
+    compose,
+    finished_lines,
+    last_finished,
+    raw_request,
+    request_bytes,
+    set_defaults,
+)
+
+WRONG_KEY = "pk-wrong-key-0d9c8b7a6f"
+
+
+async def post_with(
+    proxy: RunningProxy, path: str, payload: Any, headers: dict[str, str]
+) -> aiohttp.ClientResponse:
+    """POST with exactly `headers` (no default client key)."""
+    return await proxy.session.post(proxy.url + path, data=json.dumps(payload), headers=headers)
+
+
+def assert_openai_error(body: Any, error_type: str) -> str:
+    assert set(body) == {"error"}, body
+    assert {"message", "type", "code"} <= set(body["error"]), body
+    assert body["error"]["type"] == error_type
+    message: str = body["error"]["message"]
+    assert isinstance(message, str) and message
+    return message
+
+
+def assert_anthropic_error(body: Any, error_type: str) -> str:
+    assert body["type"] == "error", body
+    assert body["error"]["type"] == error_type
+    message: str = body["error"]["message"]
+    assert isinstance(message, str) and message
+    return message
+
+
+def assert_error(dialect: str, body: Any, error_type: str) -> str:
+    check = assert_anthropic_error if dialect == "anthropic" else assert_openai_error
+    return check(body, error_type)
+
+
+async def completed(response: aiohttp.ClientResponse) -> bytes:
+    """The whole body of a successful response."""
+    assert response.status == 200, await response.text()
+    return await response.read()
+
+
+# --- authentication ---
+
+
+async def test_bearer_and_x_api_key_both_authenticate(
+    proxy: RunningProxy, upstream: FakeUpstream
+) -> None:
+    bearer = await post_with(
+        proxy, "/v1/chat/completions", CHAT, {"Authorization": f"Bearer {CANARY_CLIENT_KEY}"}
+    )
+    assert await completed(bearer) == b"data: [DONE]\n\n"
+    upstream.enqueue(Script(steps=anthropic_stream("Hi")))
+    api_key = await post_with(proxy, "/v1/messages", MESSAGES, {"x-api-key": CANARY_CLIENT_KEY})
+    assert (await completed(api_key)).endswith(MESSAGE_STOP)
+    assert [line["user"] for line in proxy.finished_lines()] == ["alice", "alice"]
+    assert len(upstream.requests) == 2
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({}, id="missing"),
+        pytest.param({"Authorization": f"Bearer {WRONG_KEY}"}, id="unknown-bearer"),
+        pytest.param({"x-api-key": WRONG_KEY}, id="unknown-x-api-key"),
+        pytest.param({"Authorization": f"Basic {WRONG_KEY}"}, id="not-bearer"),
+    ],
+)
+async def test_missing_or_unknown_key_is_401_in_openai_shape(
+    proxy: RunningProxy, upstream: FakeUpstream, headers: dict[str, str]
+) -> None:
+    response = await post_with(proxy, "/v1/chat/completions", CHAT, headers)
+    assert response.status == 401
+    assert_openai_error(await response.json(), "authentication_error")
+    assert WRONG_KEY not in await response.text()
+    assert WRONG_KEY not in str(response.headers)
+    assert upstream.requests == []
+    assert (await last_finished(proxy))["status"] == 401
+
+
+async def test_401_on_messages_is_in_anthropic_shape(
+    proxy: RunningProxy, upstream: FakeUpstream
+) -> None:
+    headers = {"x-api-key": WRONG_KEY, "anthropic-version": "2023-06-01"}
+    response = await post_with(proxy, "/v1/messages", MESSAGES, headers)
+    assert response.status == 401
+    assert_anthropic_error(await response.json(), "authentication_error")
+    assert WRONG_KEY not in await response.text()
+    assert upstream.requests == []
+
+
+async def test_401_is_sent_before_the_body_is_read(
+    proxy: RunningProxy, upstream: FakeUpstream
+) -> None:
+    client = await RawClient.connect(proxy.url)
+    try:
+        head = request_bytes("/v1/chat/completions", b"", [("Content-Length", "100000")])
+        await client.send(head)  # and never a byte of the promised body
+        async with asyncio.timeout(5):
+            response = await client.response()
+    finally:
+        client.close()
+    assert response.status == 401
+    assert_openai_error(json.loads(response.body), "authentication_error")
+    assert upstream.requests == []
+
+
+def header_auth(header: str) -> Edit:
+    def edit(document: dict[str, Any]) -> None:
+        document["auth"] = {"mode": "header", "header": header}
+
+    return edit
+
+
+async def test_header_mode_names_the_user_and_keeps_the_header_from_the_upstream(
+    start_proxy: ProxyFactory, upstream: FakeUpstream
+) -> None:
+    proxy = await start_proxy(edit=header_auth("X-Trusted-User"))
+    response = await post_with(proxy, "/v1/chat/completions", CHAT, {"X-Trusted-User": "carol"})
+    await completed(response)
+    assert (await last_finished(proxy))["user"] == "carol"
+    seen = {name.lower() for name in upstream.requests[0].headers}
+    assert "x-trusted-user" not in seen
+    assert upstream.requests[0].headers["Authorization"] == f"Bearer {CANARY_UPSTREAM_KEY}"
+
+
+async def test_header_mode_without_the_header_is_401(
+    start_proxy: ProxyFactory, upstream: FakeUpstream
+) -> None:
+    proxy = await start_proxy(edit=header_auth("X-Trusted-User"))
+    # A client key is no substitute for the trusted header.
+    response = await proxy.post("/v1/chat/completions", CHAT, **{"X-User-Id": "alice"})
+    assert response.status == 401
+    assert_openai_error(await response.json(), "authentication_error")
+    assert upstream.requests == []
+
+
+async def test_mode_none_logs_the_user_as_anonymous(
+    start_proxy: ProxyFactory, upstream: FakeUpstream
+) -> None:
+    proxy = await start_proxy(edit=lambda document: document.update(auth={"mode": "none"}))
+    await completed(await post_with(proxy, "/v1/chat/completions", CHAT, {}))
+    assert (await last_finished(proxy))["user"] == "anonymous"
+    assert len(upstream.requests) == 1
+
+
+# --- what the upstream receives ---
+
+
+async def test_upstream_receives_the_exact_body_bytes(
+    proxy: RunningProxy, upstream: FakeUpstream
+) -> None:
+    body = b'{ "stream" :true,\n\t"z": [ 1,2 ],  "model":"gpt-test" , "a":"\\u00e9"}  \n'
+    response = await proxy.session.post(
+        proxy.url + "/v1/chat/completions", data=body, headers=proxy.headers()
+    )
+    await completed(response)
+    assert upstream.requests[0].body == body
+
+
+HOP_BY_HOP_REQUEST = [
+    ("Authorization", f"Bearer {CANARY_CLIENT_KEY}"),
+    ("Connection", "close, X-Hop-Named"),
+    ("X-Hop-Named", "1"),
+    ("Keep-Alive", "timeout=5"),
+    ("TE", "trailers"),
+    ("Upgrade", "h2c"),
+    ("Proxy-Authorization", "Basic cHJveHk6c2VjcmV0"),
+    ("Cookie", "session=abc"),
+    ("Accept-Encoding", "gzip, br"),
+    ("X-Client-Note", "kept"),
+]
+NEVER_FORWARDED = [
+    "x-api-key", "cookie", "connection", "x-hop-named", "keep-alive", "te", "upgrade",
+    "proxy-authorization",
+]  # fmt: skip
+
+
+async def test_upstream_gets_no_client_credentials_or_hop_by_hop_headers(
+    proxy: RunningProxy, upstream: FakeUpstream
+) -> None:
+    body = json.dumps(CHAT).encode()
+    response = await raw_request(proxy, "/v1/chat/completions", body, HOP_BY_HOP_REQUEST)
+    assert response.status == 200
+    seen = {name.lower(): value for name, value in upstream.requests[0].headers.items()}
+    for name in NEVER_FORWARDED:
+        assert name not in seen, f"{name} was forwarded upstream"
+    assert seen["authorization"] == f"Bearer {CANARY_UPSTREAM_KEY}"
+    assert seen["accept-encoding"] == "identity"
+    assert seen["x-client-note"] == "kept"
+
+
+async def test_anthropic_route_sends_x_api_key_and_keeps_anthropic_version(
+    proxy: RunningProxy, upstream: FakeUpstream
+) -> None:
+    headers = {"x-api-key": CANARY_CLIENT_KEY, "anthropic-version": "2023-06-01"}
+    upstream.enqueue(Script(steps=anthropic_stream("Hi")))
+    await completed(await post_with(proxy, "/v1/messages", MESSAGES, headers))
+    seen = {name.lower(): value for name, value in upstream.requests[0].headers.items()}
+    assert seen["x-api-key"] == CANARY_UPSTREAM_KEY
+    assert seen["anthropic-version"] == "2023-06-01"
+    assert "authorization" not in seen
+    assert seen["accept-encoding"] == "identity"
+
+
+def static_headers(document: dict[str, Any]) -> None:
+    document["routes"][0]["upstreams"][0]["headers"] = {"OpenAI-Organization": "org-test"}
+
+
+async def test_route_static_headers_and_the_query_string_reach_the_upstream(
+    start_proxy: ProxyFactory, upstream: FakeUpstream
+) -> None:
+    proxy = await start_proxy(edit=static_headers)
+    await completed(await proxy.post("/v1/chat/completions?api-version=2024-10-01&x=a%20b", CHAT))
+    seen = upstream.requests[0]
+    assert seen.path == "/v1/chat/completions?api-version=2024-10-01&x=a%20b"
+    assert seen.headers["OpenAI-Organization"] == "org-test"
+
+
+# --- client errors: no upstream call, no slot, counted by status only ---
+
+
+@dataclass(frozen=True)
+class ClientError:
+    path: str
+    body: bytes
+    status: int
+    error_type: str
+    method: str = "POST"
+    dialect: str = "openai"
+
+
+def route_by_model(document: dict[str, Any]) -> None:
+    document["routes"][0]["models"] = ["gpt-*"]
+
+
+CLIENT_ERRORS = [
+    pytest.param(ClientError("/v1/chat/completions", b"{not json", 400, "invalid_request_error"),
+                 id="not-json"),
+    pytest.param(ClientError("/v1/messages", b"[1, 2", 400, "invalid_request_error",
+                             dialect="anthropic"), id="not-json-anthropic"),
+    pytest.param(ClientError("/v1/chat/completions", b'{"model": "gpt-test", "pad": "'
+                             + b"x" * 70_000 + b'"}', 413, "request_too_large"), id="too-large"),
+    pytest.param(ClientError("/v1/nowhere", json.dumps(CHAT).encode(), 404, "not_found_error"),
+                 id="unknown-path"),
+    pytest.param(ClientError("/v1/chat/completions", b'{"model": "llama-3", "stream": true}',
+                             404, "not_found_error"), id="model-matches-no-route"),
+    pytest.param(ClientError("/v1/chat/completions", b'{"stream": true}', 400,
+                             "invalid_request_error"), id="model-missing"),
+    pytest.param(ClientError("/v1/chat/completions", b"", 405, "invalid_request_error",
+                             method="GET"), id="get"),
+]  # fmt: skip
+
+
+def spy_on_acquire(monkeypatch: pytest.MonkeyPatch, proxy: RunningProxy) -> list[str]:
+    """The users the proxy asks the limiter for a slot for."""
+    calls: list[str] = []
+    original = proxy.limiter.acquire
+
+    def acquire(user: str, limit: int) -> Any:
+        calls.append(user)
+        return original(user, limit)
+
+    monkeypatch.setattr(proxy.limiter, "acquire", acquire)
+    return calls
+
+
+@pytest.mark.parametrize("case", CLIENT_ERRORS)
+async def test_client_error_touches_neither_upstream_nor_slot(
+    start_proxy: ProxyFactory,
+    upstream: FakeUpstream,
+    monkeypatch: pytest.MonkeyPatch,
+    case: ClientError,
+) -> None:
+    proxy = await start_proxy(edit=route_by_model)
+    acquired = spy_on_acquire(monkeypatch, proxy)
+    response = await proxy.session.request(
+        case.method, proxy.url + case.path, data=case.body, headers=proxy.headers()
+    )
+    assert response.status == case.status
+    assert_error(case.dialect, await response.json(), case.error_type)
+    line = await last_finished(proxy)
+    assert (line["status"], line["route"]) == (case.status, None)
+    assert upstream.requests == []
+    assert acquired == []
+    assert proxy.metric("llm_proxy_client_errors_total", {"status": str(case.status)}) == 1
+    assert proxy.metric("llm_proxy_requests_total") is None  # not counted under any route
+
+
+async def test_client_errors_are_not_logged_as_internal_errors(
+    start_proxy: ProxyFactory, upstream: FakeUpstream
+) -> None:
+    """An operator looking for proxy bugs (outcome internal_error) must not find 401s and 404s."""
+    proxy = await start_proxy(edit=route_by_model)
+    for case in (param.values[0] for param in CLIENT_ERRORS):
+        assert isinstance(case, ClientError)
+        await proxy.session.request(
+            case.method, proxy.url + case.path, data=case.body, headers=proxy.headers()
+        )
+    await post_with(proxy, "/v1/chat/completions", CHAT, {})  # 401
+    lines = await finished_lines(proxy, len(CLIENT_ERRORS) + 1)
+    assert [line["outcome"] for line in lines] == ["rejected"] * len(lines)
+
+
+# --- the upstream, before anything was committed to the client ---
+
+
+def upstreams(*urls: str) -> Edit:
+    """The openai route over the given upstreams, named u0, u1, ... (each tags its requests)."""
+
+    def edit(document: dict[str, Any]) -> None:
+        document["routes"][0]["upstreams"] = [
+            {"name": f"u{index}", "url": url, "api_key_env": "CANARY_UPSTREAM_KEY",
+             "headers": {"X-Which": f"u{index}"}}
+            for index, url in enumerate(urls)
+        ]  # fmt: skip
+
+    return edit
+
+
+def which(upstream: FakeUpstream) -> list[str]:
+    return [request.headers["X-Which"] for request in upstream.requests]
+
+
+async def test_connect_failure_fails_over_to_the_next_upstream(
+    start_proxy: ProxyFactory, upstream: FakeUpstream
+) -> None:
+    dead = f"http://127.0.0.1:{closed_port()}"
+    proxy = await start_proxy(edit=upstreams(dead, upstream.url))
+    upstream.enqueue(Script(steps=chat_stream("Hello")))
+    body = await completed(await proxy.post("/v1/chat/completions", CHAT))
+    assert b'"Hello"' in body and body.endswith(b"data: [DONE]\n\n")
+    assert which(upstream) == ["u1"]
+    line = await last_finished(proxy)
+    assert (line["upstream"], line["outcome"]) == ("u1", "completed")
+
+
+def refusal(status: int) -> Script:
+    return Script(status=status, content_type="application/json", whole_body=b'{"error": "busy"}')
+
+
+@pytest.mark.parametrize("status", [502, 503, 504])
+async def test_gateway_error_fails_over_to_the_next_upstream(
+    start_proxy: ProxyFactory, upstream: FakeUpstream, status: int
+) -> None:
+    proxy = await start_proxy(edit=upstreams(upstream.url, upstream.url))
+    upstream.enqueue(refusal(status), Script(steps=chat_stream("Hello")))
+    body = await completed(await proxy.post("/v1/chat/completions", CHAT))
+    assert body.endswith(b"data: [DONE]\n\n")
+    assert which(upstream) == ["u0", "u1"]
+    assert (await last_finished(proxy))["upstream"] == "u1"
+
+
+async def test_all_upstreams_failing_is_a_502_naming_no_secret(
+    start_proxy: ProxyFactory, upstream: FakeUpstream
+) -> None:
+    dead = f"http://127.0.0.1:{closed_port()}"
+    proxy = await start_proxy(edit=upstreams(upstream.url, dead))
+    upstream.enqueue(refusal(503))
+    response = await proxy.post("/v1/chat/completions", CHAT)
+    assert response.status == 502
+    assert_openai_error(await response.json(), "api_error")
+    text = await response.text()
+    for secret in (CANARY_UPSTREAM_KEY, CANARY_CLIENT_KEY):
+        assert secret not in text and secret not in str(response.headers)
+    line = await last_finished(proxy)
+    assert (line["status"], line["outcome"]) == (502, "upstream_error")
+
+
+async def test_upstream_500_is_passed_through_and_not_retried(
+    start_proxy: ProxyFactory, upstream: FakeUpstream
+) -> None:
+    proxy = await start_proxy(edit=upstreams(upstream.url, upstream.url))
+    body = b'{"error": {"message": "model crashed", "type": "server_error"}}'
+    upstream.enqueue(Script(status=500, content_type="application/json", whole_body=body))
+    response = await proxy.post("/v1/chat/completions", CHAT)
+    assert response.status == 500
+    assert await response.read() == body
+    assert which(upstream) == ["u0"]
+    line = await last_finished(proxy)
+    assert (line["status"], line["outcome"]) == (500, "upstream_error")
+
+
+async def test_upstream_429_is_passed_through_with_its_retry_after(
+    proxy: RunningProxy, upstream: FakeUpstream
+) -> None:
+    body = b'{"error": {"message": "slow down", "type": "rate_limit_error"}}'
+    upstream.enqueue(Script(status=429, content_type="application/json", whole_body=body,
+                            headers={"Retry-After": "17"}))  # fmt: skip
+    response = await proxy.post("/v1/chat/completions", CHAT)
+    assert response.status == 429
+    assert response.headers["Retry-After"] == "17"
+    assert await response.read() == body
+    assert len(upstream.requests) == 1
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
+async def test_other_upstream_4xx_passes_through(
+    proxy: RunningProxy, upstream: FakeUpstream, status: int
+) -> None:
+    body = b'{"error": {"message": "bad field: temperature", "code": "x"}}'
+    upstream.enqueue(Script(status=status, content_type="application/json", whole_body=body))
+    response = await proxy.post("/v1/chat/completions", CHAT)
+    assert response.status == status
+    assert await response.read() == body
+    assert len(upstream.requests) == 1
+
+
+async def test_json_answer_to_a_streaming_request_passes_through_as_is(
+    proxy: RunningProxy, upstream: FakeUpstream
+) -> None:
+    body = b'{"id": "c1", "choices": [{"message": {"content": "hi"}}]}'
+    upstream.enqueue(Script(content_type="application/json", whole_body=body))
+    response = await proxy.post("/v1/chat/completions", CHAT)
+    assert response.status == 200
+    assert response.content_type == "application/json"
+    assert await response.read() == body
+
+
+async def test_slow_upstream_headers_are_a_504(
+    start_proxy: ProxyFactory, upstream: FakeUpstream
+) -> None:
+    proxy = await start_proxy(edit=set_defaults(timeouts={"first_byte_s": 0.3}))
+    never = asyncio.Event()
+    upstream.enqueue(Script(steps=chat_stream("late"), hold_headers=never))
+    try:
+        response = await proxy.post("/v1/chat/completions", CHAT)
+        assert response.status == 504
+        assert_openai_error(await response.json(), "timeout_error")
+        line = await last_finished(proxy)
+        assert (line["status"], line["outcome"]) == (504, "upstream_timeout")
+    finally:
+        never.set()
+
+
+# --- non-streaming requests ---
+
+COMPLETION = {
+    "id": "c1",
+    "object": "chat.completion",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi there"}}],
+    "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
+}
+
+
+async def test_non_streaming_request_is_proxied_and_its_usage_counted(
+    proxy: RunningProxy, upstream: FakeUpstream
+) -> None:
+    body = json.dumps(COMPLETION, indent=1).encode()
+    upstream.enqueue(Script(content_type="application/json", whole_body=body,
+                            headers={"x-ratelimit-remaining-tokens": "999"}))  # fmt: skip
+    response = await proxy.post("/v1/chat/completions", PLAIN)
+    assert response.status == 200
+    assert await response.read() == body
+    assert response.headers["x-ratelimit-remaining-tokens"] == "999"
+    line = await last_finished(proxy)
+    assert line["ttft_ms"] is None
+    assert (line["stream"], line["outcome"], line["output_tokens"]) == (False, "completed", 7)
+    output = {"route": "openai", "source": "usage"}
+    assert proxy.metric("llm_proxy_output_tokens_total", output) == 7
+    assert proxy.metric("llm_proxy_input_tokens_total", {"route": "openai"}) == 11
+    assert proxy.metric("llm_proxy_ttft_seconds_count", {"route": "openai"}) is None
+
+
+async def test_anthropic_non_streaming_usage_is_counted(
+    start_proxy: ProxyFactory, upstream: FakeUpstream
+) -> None:
+    proxy = await start_proxy(
+        edit=compose(add_user("dora", "DORA_KEY")), environ={"DORA_KEY": "k-dora"}
+    )
+    message = {"type": "message", "content": [{"type": "text", "text": "Hi"}],
+               "usage": {"input_tokens": 9, "output_tokens": 3}}  # fmt: skip
+    upstream.enqueue(
+        Script(content_type="application/json", whole_body=json.dumps(message).encode())
+    )
+    payload = {key: value for key, value in MESSAGES.items() if key != "stream"}
+    response = await post_with(proxy, "/v1/messages", payload, {"x-api-key": "k-dora"})
+    assert await response.json() == message
+    line = await last_finished(proxy)
+    assert (line["user"], line["output_tokens"], line["ttft_ms"]) == ("dora", 3, None)
+    assert proxy.metric("llm_proxy_input_tokens_total", {"route": "anthropic"}) == 9
