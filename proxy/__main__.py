@@ -31,7 +31,7 @@ async def serve(config: Config, host: str, port: int) -> None:
     log = get_logger("proxy")
     runner = make_runner(create_app(config))
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    await web.TCPSite(runner, host, port, backlog=config.server.listen_backlog).start()
     bound_host, bound_port = runner.addresses[0][:2]  # the real port, also for --port 0
     log.info(
         "proxy.started", host=bound_host, port=bound_port, routes=[r.name for r in config.routes]

@@ -86,6 +86,7 @@ class ServerConfig(BaseModel):
     port: Annotated[int, Field(ge=1, le=65535)] = 8080
     max_body_bytes: Count = 20 * 1024 * 1024
     max_upstream_connections: Count = 4096
+    listen_backlog: Count = 1024
     shutdown_grace_s: Seconds = 30.0
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -57,8 +57,7 @@ class Exchange:
     dialect: Dialect
     caller: Caller | None = None
     route: RouteConfig | None = None
-    body: bytes = b""
-    payload: dict[str, Any] = field(default_factory=dict)
+    body: bytes = b""  # kept for failover; dropped once an upstream answered
     channel: ClientChannel | None = None
 
 
@@ -140,10 +139,7 @@ async def request_filter(exchange: Exchange) -> web.StreamResponse:
     exchange.caller = request.app[keys.AUTH].caller(request.headers)
     record.user = exchange.caller.name
     exchange.body = await _read_request_body(request)
-    exchange.payload = _parse_payload(exchange.body)
-    model = exchange.payload.get("model")
-    record.model = model if isinstance(model, str) else None
-    record.stream = exchange.payload.get("stream") is True
+    record.model, record.stream = _model_and_stream(exchange.body)
     route = select_route(request.app[keys.CONFIG].routes, request.path, record.model)
     exchange.route, record.route = route, route.name
     exchange.dialect = dialect_for(route.provider)
@@ -165,14 +161,21 @@ async def request_filter(exchange: Exchange) -> web.StreamResponse:
 
 
 async def _read_request_body(request: web.Request) -> bytes:
-    try:
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        limit = request.app[keys.CONFIG].server.max_body_bytes
-        raise PayloadTooLarge(f"request body exceeds {limit} bytes") from None
+    """The body, refused early when over the cap (not `request.read()`: that keeps a copy)."""
+    limit = request.app[keys.CONFIG].server.max_body_bytes
+    too_large = PayloadTooLarge(f"request body exceeds {limit} bytes")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
 
 
-def _parse_payload(body: bytes) -> dict[str, Any]:
+def _model_and_stream(body: bytes) -> tuple[str | None, bool]:
+    """What routing and the relay need from the body; the parsed JSON is not kept."""
     try:
         payload = json.loads(body)
     except ValueError:
@@ -182,7 +185,7 @@ def _parse_payload(body: bytes) -> dict[str, Any]:
     model = payload.get("model")
     if model is not None and not isinstance(model, str):
         raise BadRequest('"model" must be a string')
-    return payload
+    return model, payload.get("stream") is True
 
 
 def relay_settings(exchange: Exchange) -> RelaySettings:
@@ -206,6 +209,7 @@ async def upstream_request(exchange: Exchange) -> web.StreamResponse:
     drop = frozenset({auth.identity_header.lower()}) if auth.identity_header else frozenset()
     call = UpstreamCall(request.method, request.raw_path, request.headers, exchange.body,
                         record.request_id, drop)  # fmt: skip
+    exchange.body = b""
 
     def on_attempt(upstream: Any) -> None:
         record.upstream = upstream.name
@@ -214,6 +218,7 @@ async def upstream_request(exchange: Exchange) -> web.StreamResponse:
     opening = asyncio.ensure_future(
         open_upstream(request.app[keys.SESSION], route, call, exchange.dialect, on_attempt)
     )
+    del call  # the body lives only as long as the attempts: not for the whole stream
     try:
         if not record.stream:
             return await upstream_response(exchange, await opening)

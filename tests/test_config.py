@@ -111,8 +111,9 @@ def both(*edits: Edit) -> Edit:
 def test_example_file_loads_with_every_key_resolved() -> None:
     config = load_config(REPO / "config" / "example.yaml", EXAMPLE_ENV)
     assert config.server == ServerConfig(
-        host="127.0.0.1", port=8080, max_body_bytes=20971520, max_upstream_connections=4096
-    )
+        host="127.0.0.1", port=8080, max_body_bytes=20971520, max_upstream_connections=4096,
+        listen_backlog=1024, shutdown_grace_s=30,
+    )  # fmt: skip
     assert (config.logging.level, config.logging.format) == ("info", "json")
     assert config.defaults == Defaults()
     alice, bob = config.auth.users
@@ -175,6 +176,7 @@ def test_every_section_but_routes_defaults_to_the_documented_values() -> None:
     assert (config.server.max_body_bytes, config.server.max_upstream_connections) == (
         20971520, 4096,
     )  # fmt: skip
+    assert (config.server.listen_backlog, config.server.shutdown_grace_s) == (1024, 30.0)
     assert (config.logging.level, config.logging.format) == ("info", "json")
     assert config.defaults.heartbeat_s == 15.0
     assert config.defaults.timeouts == Timeouts(

@@ -325,6 +325,25 @@ async def test_client_error_touches_neither_upstream_nor_slot(
     assert proxy.metric("llm_proxy_requests_total") is None  # not counted under any route
 
 
+async def test_chunked_body_over_the_cap_is_refused_without_an_upstream_call(
+    proxy: RunningProxy, upstream: FakeUpstream
+) -> None:
+    """No Content-Length to refuse on: the cap is enforced while the body is read."""
+
+    async def chunks() -> Any:
+        yield b'{"model": "gpt-test", "pad": "'
+        for _ in range(10):
+            yield b"x" * 10_000
+        yield b'"}'
+
+    response = await proxy.session.post(
+        proxy.url + "/v1/chat/completions", data=chunks(), headers=proxy.headers()
+    )
+    assert response.status == 413
+    assert_openai_error(await response.json(), "request_too_large")
+    assert upstream.requests == []
+
+
 async def test_client_errors_are_not_logged_as_internal_errors(
     start_proxy: ProxyFactory, upstream: FakeUpstream
 ) -> None:
