@@ -20,6 +20,7 @@ from proxy.lifecycle import Lifecycle
 from proxy.limits import ConcurrencyLimiter
 from proxy.limits.memory import MemoryLimiter
 from proxy.metrics import ProxyMetrics
+from proxy.release import UpstreamReleaser
 
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
@@ -50,9 +51,11 @@ async def upstream_session(app: web.Application) -> AsyncIterator[None]:
         auto_decompress=True, skip_auto_headers=("User-Agent",),
     ) as session:  # fmt: skip
         app[keys.SESSION] = session
+        app[keys.RELEASER] = UpstreamReleaser()
         app[keys.LIFECYCLE].ready = True
         yield
         app[keys.LIFECYCLE].ready = False
+        await app[keys.RELEASER].close()
     await app[keys.LIMITER].close()
 
 

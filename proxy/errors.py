@@ -101,3 +101,5 @@ class StreamFailure(ProxyError):
         super().__init__(message)
         self.outcome = outcome
         self.status = status
+        if outcome is Outcome.UPSTREAM_TIMEOUT:
+            self.error_type = UpstreamTimeout.error_type

@@ -59,6 +59,7 @@ class Exchange:
     route: RouteConfig | None = None
     body: bytes = b""  # kept for failover; dropped once an upstream answered
     channel: ClientChannel | None = None
+    upstream_released: bool = False  # handed to the releaser (pooled, closed, or its tail read)
 
 
 def guess_dialect(request: web.Request) -> Dialect:
@@ -235,15 +236,15 @@ async def upstream_request(exchange: Exchange) -> web.StreamResponse:
         record.settle(Outcome.CLIENT_DISCONNECTED, record.status or 499, str(gone))
         return _ended(exchange)
     finally:
-        _discard(opening)
+        _discard(opening, exchange)
 
 
-def _discard(opening: asyncio.Future[aiohttp.ClientResponse]) -> None:
+def _discard(opening: asyncio.Future[aiohttp.ClientResponse], exchange: Exchange) -> None:
     """Stop an upstream attempt still under way, or close a response nobody relayed."""
     if not opening.done():
         opening.cancel()
-    elif not opening.cancelled() and opening.exception() is None:
-        opening.result().close()  # no-op if the relay already released or closed it
+    elif not (opening.cancelled() or exchange.upstream_released) and opening.exception() is None:
+        opening.result().close()
 
 
 def _as_failure(error: ProxyError) -> StreamFailure:
@@ -274,16 +275,9 @@ async def upstream_response(
         record.settle(Outcome.COMPLETED, 200)
         return channel.response
     finally:
-        finish_upstream(upstream)
-
-
-def finish_upstream(upstream: aiohttp.ClientResponse) -> None:
-    """Pool the connection when its body was read to the end; otherwise close it at once, so
-    a provider whose client left (or whose stream failed) stops generating."""
-    if upstream.content.at_eof():
-        upstream.release()
-    else:
-        upstream.close()
+        completed = record.settled and record.outcome is Outcome.COMPLETED
+        exchange.request.app[keys.RELEASER].finish(upstream, completed=completed)
+        exchange.upstream_released = True
 
 
 async def _pass_through(exchange: Exchange, upstream: aiohttp.ClientResponse) -> web.Response:

@@ -10,6 +10,7 @@ from proxy.config import Config
 from proxy.lifecycle import Lifecycle
 from proxy.limits import ConcurrencyLimiter
 from proxy.metrics import ProxyMetrics
+from proxy.release import UpstreamReleaser
 
 CONFIG = web.AppKey("config", Config)
 AUTH = web.AppKey("auth", Authenticator)
@@ -17,4 +18,5 @@ METRICS = web.AppKey("metrics", ProxyMetrics)
 LIMITER = web.AppKey("limiter", ConcurrencyLimiter)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
+RELEASER = web.AppKey("releaser", UpstreamReleaser)
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -52,6 +52,7 @@ class SeenRequest:
     path: str
     headers: dict[str, str]
     body: bytes
+    peer: Any = None  # the proxy's (host, port): the same port twice means a reused connection
 
 
 class FakeUpstream:
@@ -84,7 +85,13 @@ class FakeUpstream:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         self.requests.append(
-            SeenRequest(request.method, request.path_qs, dict(request.headers), body)
+            SeenRequest(
+                request.method,
+                request.path_qs,
+                dict(request.headers),
+                body,
+                request.transport and request.transport.get_extra_info("peername"),
+            )
         )
         script = self.scripts.popleft() if self.scripts else self.default
         try:

@@ -367,7 +367,9 @@ async def test_a_failure_after_the_commit_is_one_error_event_and_an_unterminated
     await client.to_end()
     events = client.events()
     assert events[: len(head)] == parse_events(b"".join(head)) and len(events) == len(head) + 1
-    assert_one_error_event(events, dialect)
+    error = assert_one_error_event(events, dialect)
+    timed_out = failure.outcome == "upstream_timeout"
+    assert (error["type"] == "timeout_error") == timed_out, error
     assert isinstance(client.ended_by, aiohttp.ClientPayloadError)
     await assert_finished(proxy, failure.outcome, route_of(dialect)[0])
     if failure.upstream_left_waiting:

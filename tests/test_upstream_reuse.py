@@ -1,0 +1,102 @@
+"""Upstream connections: reused after a completed stream, closed after anything else.
+
+A provider connection costs a TCP and TLS handshake (tens of milliseconds of TTFT), so a stream
+that completed gives its connection back to the pool, also when the HTTP body's end arrives a
+moment after the dialect's terminator. A stream that did not complete closes its connection so
+the provider stops generating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+
+from proxy import keys
+from tests.conftest import ProxyFactory, RunningProxy
+from tests.fake_upstream import FakeUpstream, Hold, Script
+from tests.phase_helpers import (
+    CHAT,
+    DONE,
+    chat_chunk,
+    eventually,
+    last_finished,
+    set_defaults,
+)
+
+
+async def stream_once(proxy: RunningProxy) -> bytes:
+    response = await proxy.post("/v1/chat/completions", CHAT)
+    assert response.status == 200
+    return await response.read()
+
+
+async def test_connection_is_reused_after_a_completed_stream(
+    proxy: RunningProxy, upstream: FakeUpstream
+) -> None:
+    upstream.enqueue(Script(steps=[chat_chunk("hi"), DONE]), Script(steps=[DONE]))
+    await stream_once(proxy)
+    await stream_once(proxy)
+    first, second = upstream.requests
+    assert first.peer == second.peer
+
+
+async def test_body_end_after_the_terminator_is_read_in_the_background_then_reused(
+    proxy: RunningProxy, upstream: FakeUpstream
+) -> None:
+    body_end = asyncio.Event()
+    upstream.enqueue(Script(steps=[chat_chunk("hi"), DONE, Hold(body_end)]), Script(steps=[DONE]))
+    # The client has its whole stream while the upstream has not ended its body yet.
+    assert (await stream_once(proxy)).endswith(DONE)
+    assert (await last_finished(proxy))["outcome"] == "completed"
+    releaser = proxy.app[keys.RELEASER]
+    assert releaser.pending == 1
+    body_end.set()
+    await eventually(lambda: releaser.pending == 0, "the tail read to end")
+    await stream_once(proxy)
+    first, second = upstream.requests
+    assert first.peer == second.peer
+
+
+async def test_a_tail_that_never_ends_is_closed(
+    proxy: RunningProxy, upstream: FakeUpstream
+) -> None:
+    proxy.app[keys.RELEASER].tail_wait_s = 0.05
+    never = asyncio.Event()
+    upstream.enqueue(Script(steps=[chat_chunk("hi"), DONE, Hold(never)]))
+    await stream_once(proxy)
+    await asyncio.wait_for(upstream.disconnected.wait(), 5)
+    await stream_once(proxy)
+    first, second = upstream.requests
+    assert first.peer != second.peer
+
+
+async def test_connection_of_a_timed_out_stream_is_closed_not_reused(
+    start_proxy: ProxyFactory, upstream: FakeUpstream
+) -> None:
+    proxy = await start_proxy(edit=set_defaults(timeouts={"idle_s": 0.1}))
+    never = asyncio.Event()
+    upstream.enqueue(Script(steps=[chat_chunk("hi"), Hold(never)]), Script(steps=[DONE]))
+    response = await proxy.post("/v1/chat/completions", CHAT)
+    with pytest.raises(aiohttp.ClientPayloadError):  # no chunked terminator: not a success
+        await response.read()
+    assert (await last_finished(proxy))["outcome"] == "upstream_timeout"
+    await asyncio.wait_for(upstream.disconnected.wait(), 5)
+    await stream_once(proxy)
+    first, second = upstream.requests
+    assert first.peer != second.peer
+
+
+async def test_truncated_stream_whose_http_body_ended_cleanly_keeps_its_connection(
+    proxy: RunningProxy, upstream: FakeUpstream
+) -> None:
+    """No [DONE] is the stream's failure, not the connection's: its HTTP framing is intact."""
+    upstream.enqueue(Script(steps=[chat_chunk("hi")]), Script(steps=[DONE]))
+    response = await proxy.post("/v1/chat/completions", CHAT)
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await response.read()
+    assert (await last_finished(proxy))["outcome"] == "truncated"
+    await stream_once(proxy)
+    first, second = upstream.requests
+    assert first.peer == second.peer
