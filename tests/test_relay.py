@@ -412,11 +412,21 @@ class EndlessBody:
 
     def __init__(self, give_up_at: float) -> None:
         self.give_up_at = give_up_at
+        self.handed_out = 0
+
+    @property
+    def total_bytes(self) -> int:  # more than was read: the next bytes are always buffered
+        return self.handed_out + 1
+
+    def is_eof(self) -> bool:
+        return False
 
     async def readany(self) -> bytes:
         if asyncio.get_running_loop().time() > self.give_up_at:
             raise AssertionError("max_stream_s was never checked: the relay would run forever")
-        return openai_event("tok")
+        data = openai_event("tok")
+        self.handed_out += len(data)
+        return data
 
 
 class SinkChannel:
