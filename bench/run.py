@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(measure only), off, freeze or threshold=N; GC counts and CPU land in the report",
     )
     add("--proxy-backlog", type=int, metavar="N", help="run the proxy through bench.proxy_wrap "
-        "with listen backlog N (the proxy itself uses aiohttp's default, 128)")  # fmt: skip
+        "with listen backlog N (instead of server.listen_backlog, 1024 by default)")  # fmt: skip
     add("--markdown", type=Path, help="also write the markdown report to this file")
     add("--keep", action="store_true", help="keep the temp dir (config and child logs)")
     args = parser.parse_args(argv)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import signal
 import sys
 
@@ -33,6 +34,10 @@ async def serve(config: Config, host: str, port: int) -> None:
     await runner.setup()
     await web.TCPSite(runner, host, port, backlog=config.server.listen_backlog).start()
     bound_host, bound_port = runner.addresses[0][:2]  # the real port, also for --port 0
+    # Modules, config and app live as long as the process: keep them out of every full
+    # collection, which otherwise stalls all streams for longer (bench/RESULTS.md, F3).
+    gc.collect()
+    gc.freeze()
     log.info(
         "proxy.started", host=bound_host, port=bound_port, routes=[r.name for r in config.routes]
     )
