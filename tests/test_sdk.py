@@ -184,6 +184,27 @@ BREAKS: dict[str, tuple[list[Step], str]] = {
 }
 
 
+class BreakingUpstream:
+    """The upstream sends the first words of a stream, waits until the SDK has handed all their
+    text to the caller, then breaks as `kind` says."""
+
+    def __init__(self, upstream: FakeUpstream, renderer: Callable[[Call], Renderer], kind: str):
+        steps, self.expected_text = partial_stream(renderer, 3)
+        breaking, self.outcome = BREAKS[kind]
+        self.release = asyncio.Event()
+        self.received: list[str] = []
+        upstream.enqueue(Script(steps=[*steps, Hold(self.release), *breaking]))
+
+    def got(self, text: str) -> None:
+        self.received.append(text)
+        if self.text == self.expected_text:
+            self.release.set()
+
+    @property
+    def text(self) -> str:
+        return "".join(self.received)
+
+
 def assert_failed(line: dict[str, Any], outcome: str, content_events: int) -> None:
     assert line["outcome"] == outcome, line
     assert line["status"] == 200  # committed: the failure was reported in-band
@@ -326,26 +347,19 @@ async def test_anthropic_stream_helper_raw_stream_and_non_streaming(
 async def test_openai_chat_stream_broken_mid_way_raises(
     fake_oai: openai.AsyncOpenAI, upstream: FakeUpstream, proxy: RunningProxy, kind: str
 ) -> None:
-    steps, expected_text = partial_stream(ChatRenderer, 3)
-    breaking, outcome = BREAKS[kind]
-    release = asyncio.Event()
-    upstream.enqueue(Script(steps=[*steps, Hold(release), *breaking]))
-    received: list[str] = []
-
+    breaks = BreakingUpstream(upstream, ChatRenderer, kind)
     stream = await fake_oai.chat.completions.create(model=MODEL, messages=CHAT, stream=True)
     with pytest.raises(openai.APIError) as raised:
         async for chunk in stream:
-            received.append(chunk.choices[0].delta.content or "")
-            if "".join(received) == expected_text:
-                release.set()
+            breaks.got(chunk.choices[0].delta.content or "")
 
-    assert "".join(received) == expected_text
+    assert breaks.text == breaks.expected_text
     # The proxy's in-band error event (not only the broken connection) is what the SDK saw.
     assert type(raised.value) is openai.APIError
     assert isinstance(raised.value.body, dict)
     assert raised.value.body["type"] == "api_error"
     (line,) = await finished_lines(proxy, 1)
-    assert_failed(line, outcome, 3)
+    assert_failed(line, breaks.outcome, 3)
 
 
 @pytest.mark.parametrize("kind", list(BREAKS))
@@ -357,16 +371,8 @@ async def test_openai_responses_stream_broken_mid_way_raises(
     kind: str,
     helper: bool,
 ) -> None:
-    steps, expected_text = partial_stream(ResponsesRenderer, 3)
-    breaking, outcome = BREAKS[kind]
-    release = asyncio.Event()
-    upstream.enqueue(Script(steps=[*steps, Hold(release), *breaking]))
-    received: list[str] = []
-
-    def got(text: str) -> None:
-        received.append(text)
-        if "".join(received) == expected_text:
-            release.set()
+    breaks = BreakingUpstream(upstream, ResponsesRenderer, kind)
+    got = breaks.got
 
     with pytest.raises(openai.APIError):
         if helper:
@@ -380,9 +386,9 @@ async def test_openai_responses_stream_broken_mid_way_raises(
                 if raw_event.type == "response.output_text.delta":
                     got(raw_event.delta)
 
-    assert "".join(received) == expected_text
+    assert breaks.text == breaks.expected_text
     (line,) = await finished_lines(proxy, 1)
-    assert_failed(line, outcome, 3)
+    assert_failed(line, breaks.outcome, 3)
 
 
 @pytest.mark.parametrize("kind", list(BREAKS))
@@ -394,16 +400,8 @@ async def test_anthropic_stream_broken_mid_way_raises(
     kind: str,
     helper: bool,
 ) -> None:
-    steps, expected_text = partial_stream(AnthropicRenderer, 3)
-    breaking, outcome = BREAKS[kind]
-    release = asyncio.Event()
-    upstream.enqueue(Script(steps=[*steps, Hold(release), *breaking]))
-    received: list[str] = []
-
-    def got(text: str) -> None:
-        received.append(text)
-        if "".join(received) == expected_text:
-            release.set()
+    breaks = BreakingUpstream(upstream, AnthropicRenderer, kind)
+    got = breaks.got
 
     # anthropic.APIError covers APIStatusError and APIConnectionError; a bare httpx2 transport
     # error (what this SDK raises for a truncated body without an error event) would not match.
@@ -422,13 +420,13 @@ async def test_anthropic_stream_broken_mid_way_raises(
                 if event.type == "content_block_delta" and event.delta.type == "text_delta":
                     got(event.delta.text)
 
-    assert "".join(received) == expected_text
+    assert breaks.text == breaks.expected_text
     assert isinstance(raised.value, anthropic.APIStatusError)  # from the `event: error`
     assert isinstance(raised.value.body, dict)
     assert raised.value.body["type"] == "error"
     assert raised.value.body["error"]["type"] == "api_error"
     (line,) = await finished_lines(proxy, 1)
-    assert_failed(line, outcome, 3)
+    assert_failed(line, breaks.outcome, 3)
     assert line["route"] == "anthropic"
 
 

@@ -32,6 +32,14 @@ async def stream_once(proxy: RunningProxy) -> bytes:
     return await response.read()
 
 
+async def failing_stream(proxy: RunningProxy, outcome: str) -> None:
+    """A stream that fails after the commit: no chunked terminator, logged with `outcome`."""
+    response = await proxy.post("/v1/chat/completions", CHAT)
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await response.read()
+    assert (await last_finished(proxy))["outcome"] == outcome
+
+
 async def test_connection_is_reused_after_a_completed_stream(
     proxy: RunningProxy, upstream: FakeUpstream
 ) -> None:
@@ -78,10 +86,7 @@ async def test_connection_of_a_timed_out_stream_is_closed_not_reused(
     proxy = await start_proxy(edit=set_defaults(timeouts={"idle_s": 0.1}))
     never = asyncio.Event()
     upstream.enqueue(Script(steps=[chat_chunk("hi"), Hold(never)]), Script(steps=[DONE]))
-    response = await proxy.post("/v1/chat/completions", CHAT)
-    with pytest.raises(aiohttp.ClientPayloadError):  # no chunked terminator: not a success
-        await response.read()
-    assert (await last_finished(proxy))["outcome"] == "upstream_timeout"
+    await failing_stream(proxy, "upstream_timeout")
     await asyncio.wait_for(upstream.disconnected.wait(), 5)
     await stream_once(proxy)
     first, second = upstream.requests
@@ -93,10 +98,7 @@ async def test_truncated_stream_whose_http_body_ended_cleanly_keeps_its_connecti
 ) -> None:
     """No [DONE] is the stream's failure, not the connection's: its HTTP framing is intact."""
     upstream.enqueue(Script(steps=[chat_chunk("hi")]), Script(steps=[DONE]))
-    response = await proxy.post("/v1/chat/completions", CHAT)
-    with pytest.raises(aiohttp.ClientPayloadError):
-        await response.read()
-    assert (await last_finished(proxy))["outcome"] == "truncated"
+    await failing_stream(proxy, "truncated")
     await stream_once(proxy)
     first, second = upstream.requests
     assert first.peer == second.peer
