@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import signal
 import sys
 
 from aiohttp import web
 
 from proxy.app import create_app, make_runner
 from proxy.config import Config, ConfigError, load_config
+from proxy.lifecycle import until_stop_signal
 from proxy.log import configure_logging, get_logger
 
 
@@ -41,11 +41,7 @@ async def serve(config: Config, host: str, port: int) -> None:
     log.info(
         "proxy.started", host=bound_host, port=bound_port, routes=[r.name for r in config.routes]
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
+    await until_stop_signal()
     log.info("proxy.stopping")
     await runner.cleanup()
 

@@ -35,6 +35,7 @@ from proxy.demo_text import (
     ResponsesRenderer,
     make_reply,
 )
+from proxy.lifecycle import until_stop_signal
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Prompt = tuple[list[str], str]  # (every text the model reads, the last user message)
@@ -253,13 +254,13 @@ async def _serve(app: web.Application, host: str, port: int) -> None:
         await web.TCPSite(runner, host, port).start()
         bound_port = runner.addresses[0][1] if runner.addresses else port
         print(f"demo provider listening on http://{host}:{bound_port}", flush=True)
-        await asyncio.Event().wait()  # until cancelled by Ctrl-C
+        await until_stop_signal()
     finally:
         await runner.cleanup()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Serve the demo provider until interrupted (Ctrl-C)."""
+    """Serve the demo provider until SIGINT (Ctrl-C) or SIGTERM."""
     args = _parse_args(argv)
     settings = DemoSettings(
         token_delay_s=args.token_delay_ms / 1000,

@@ -9,6 +9,7 @@ of a silent cut.
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -61,3 +62,19 @@ class Lifecycle:
                     await self._idle.wait()
             except TimeoutError:
                 pass
+
+
+async def until_stop_signal() -> None:
+    """Return at the first SIGINT or SIGTERM.
+
+    Installed on the loop explicitly: a process started from a background job inherits SIGINT
+    ignored, and `docker stop` sends SIGTERM; both must still stop the server gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)

@@ -345,10 +345,18 @@ async def test_healthz(http: Client) -> None:
         assert await response.json() == {"status": "ok"}
 
 
-def test_module_main_prints_its_address_and_stops_on_ctrl_c() -> None:
+def ignore_sigint() -> None:
+    """What a shell does to a job it starts in the background: the child inherits it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"])
+def test_module_main_prints_its_address_and_stops_on_a_signal(stop: signal.Signals) -> None:
     root = Path(__file__).resolve().parents[1]
     command = [sys.executable, "-m", "proxy.demo", "--port", "0", "--first-token-delay-ms", "0"]
-    process = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, cwd=root, stdout=subprocess.PIPE, text=True, preexec_fn=ignore_sigint
+    )
     try:
         assert process.stdout is not None
         line = process.stdout.readline().strip()
@@ -357,7 +365,7 @@ def test_module_main_prints_its_address_and_stops_on_ctrl_c() -> None:
         direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no HTTP_PROXY
         with direct.open(url + "/healthz", timeout=5) as response:
             assert json.load(response) == {"status": "ok"}
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         assert process.wait(timeout=5) == 0
     finally:
         if process.poll() is None:
