@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import io
 import json
@@ -62,6 +63,7 @@ class RunningProxy:
     limiter: MemoryLimiter
     log_stream: io.StringIO
     session: aiohttp.ClientSession
+    runner: web.AppRunner
 
     def log_lines(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.log_stream.getvalue().splitlines() if line]
@@ -129,7 +131,7 @@ async def start_proxy(upstream: FakeUpstream) -> AsyncIterator[ProxyFactory]:
         session = aiohttp.ClientSession()
         sessions.append(session)
         url = f"http://127.0.0.1:{port}"
-        return RunningProxy(url, app, config, registry, limiter, log_stream, session)
+        return RunningProxy(url, app, config, registry, limiter, log_stream, session, runner)
 
     yield start
     for session in sessions:
@@ -141,3 +143,17 @@ async def start_proxy(upstream: FakeUpstream) -> AsyncIterator[ProxyFactory]:
 @pytest.fixture
 async def proxy(start_proxy: ProxyFactory) -> RunningProxy:
     return await start_proxy()
+
+
+@pytest.fixture
+async def gate(start_proxy: ProxyFactory) -> AsyncIterator[Callable[[], asyncio.Event]]:
+    """Makes `Hold` events; all are released at teardown so no upstream handler lingers."""
+    made: list[asyncio.Event] = []
+
+    def make() -> asyncio.Event:
+        made.append(asyncio.Event())
+        return made[-1]
+
+    yield make
+    for held in made:
+        held.set()
