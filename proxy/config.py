@@ -155,8 +155,10 @@ class RouteConfig:
     max_event_bytes: int = 1024 * 1024
 
     def revealed_keys(self) -> tuple[str, ...]:
-        """The route's upstream keys in clear, for redacting whatever an upstream echoes."""
-        return tuple(up.api_key.reveal() for up in self.upstreams if up.api_key is not None)
+        """The route's upstream keys in clear, for redacting whatever an upstream echoes;
+        longest first, so a key that begins another cannot leave the other's tail behind."""
+        keys = {up.api_key.reveal() for up in self.upstreams if up.api_key is not None}
+        return tuple(sorted(keys, key=len, reverse=True))
 
 
 @dataclass(frozen=True, slots=True)

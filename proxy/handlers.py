@@ -179,7 +179,7 @@ def _model_and_stream(body: bytes) -> tuple[str | None, bool]:
     """What routing and the relay need from the body; the parsed JSON is not kept."""
     try:
         payload = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # nesting deeper than the parser's recursion limit
         raise BadRequest("request body is not valid JSON") from None
     if not isinstance(payload, dict):
         raise BadRequest("request body must be a JSON object")
@@ -270,10 +270,9 @@ async def upstream_response(
         assert channel is not None and exchange.route is not None
         await channel.commit(client_response_headers(upstream.headers, exchange.route))
         await StreamPump(upstream, channel, channel.settings).run()
-        assert channel.response is not None
-        await channel.response.write_eof()
+        response = await channel.end()
         record.settle(Outcome.COMPLETED, 200)
-        return channel.response
+        return response
     finally:
         completed = record.settled and record.outcome is Outcome.COMPLETED
         exchange.request.app[keys.RELEASER].finish(upstream, completed=completed)
@@ -303,7 +302,7 @@ async def _fail_in_band(exchange: Exchange, failure: StreamFailure) -> web.Strea
 def _ended(exchange: Exchange) -> web.StreamResponse:
     channel = exchange.channel
     assert channel is not None
-    channel.abort()
+    channel.abort(flush=False)  # the client left, or stopped reading for client_stall_s
     if channel.response is not None:
         return channel.response
     return web.Response(status=499)

@@ -102,6 +102,12 @@ class ClientChannel:
         high_water = transport.get_write_buffer_limits()[1]
         return transport.get_write_buffer_size() + size + _CHUNK_FRAMING <= high_water
 
+    async def end(self) -> web.StreamResponse:
+        """The clean end: the chunked terminator, under the same stall guard as every write."""
+        assert self.response is not None
+        await self._guard(self.response.write_eof())
+        return self.response
+
     async def heartbeat(self) -> None:
         await self.commit()
         await self.send(HEARTBEAT)
@@ -126,14 +132,27 @@ class ClientChannel:
             try:
                 await self.send(event)
             except ClientGone:
+                # Closed now: left open, aiohttp would end the response with the chunked
+                # terminator once the handler returns, a clean end for a client that reads on.
+                self.abort(flush=False)
                 return
         self.abort()
 
-    def abort(self) -> None:
-        """Close the connection without the chunked terminator: byte-level clients see it."""
+    def abort(self, *, flush: bool = True) -> None:
+        """Close the connection without the chunked terminator: byte-level clients see it.
+
+        With `flush`, what was written still goes out first, but a client that reads nothing
+        more gets `client_stall_s` for it, not forever; without, the connection is dropped now.
+        """
         transport = self.request.transport
-        if transport is not None:
-            transport.close()  # flushes what was written, then closes
+        if transport is None:
+            return
+        if not flush:
+            transport.abort()
+            return
+        transport.close()
+        if transport.get_write_buffer_size():
+            self.loop.call_later(self.settings.client_stall_s, transport.abort)
 
 
 async def await_with_heartbeats(

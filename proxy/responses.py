@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -18,6 +20,7 @@ _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
                 403: "permission_error", 404: "not_found_error", 413: "request_too_large",
                 429: "rate_limit_error", 529: "overloaded_error"}  # fmt: skip
 REDACTED = b"[redacted]"
+_ERROR_BODY_CAP = 64 * 1024
 
 
 def error_response(dialect: Dialect, error: ProxyError, request_id: str) -> web.Response:
@@ -68,14 +71,28 @@ def _upstream_message(body: bytes) -> str:
     return body[:200].decode("utf-8", errors="replace")
 
 
+async def _error_body(upstream: aiohttp.ClientResponse, wait_s: float) -> bytes:
+    """As much of an error body as arrives within `wait_s`, up to `_ERROR_BODY_CAP` bytes."""
+    parts: list[bytes] = []
+    size = 0
+    with contextlib.suppress(TimeoutError, aiohttp.ClientError, OSError):
+        async with asyncio.timeout(wait_s):
+            while size < _ERROR_BODY_CAP and (chunk := await upstream.content.readany()):
+                parts.append(chunk)
+                size += len(chunk)
+    return b"".join(parts)[:_ERROR_BODY_CAP]
+
+
 async def upstream_failure(
     dialect: Dialect, upstream: aiohttp.ClientResponse, route: RouteConfig
 ) -> StreamFailure:
-    """An upstream answer that cannot be relayed after the commit, as an in-band failure."""
-    try:
-        body = scrub_keys(await upstream.content.read(64 * 1024), route)
-    except (aiohttp.ClientError, OSError):
-        body = b""
+    """An upstream answer that cannot be relayed after the commit, as an in-band failure.
+
+    The client is already waiting on a 200: the body (only the message is wanted from it) gets
+    one heartbeat interval at most, so the stream never goes quieter than heartbeats promise.
+    """
+    wait_s = min(route.heartbeat_s, route.timeouts.idle_s)
+    body = scrub_keys(await _error_body(upstream, wait_s), route)
     if upstream.status < 300:
         message = f"upstream answered {upstream.content_type}, not an event stream"
         return StreamFailure(message, Outcome.UPSTREAM_ERROR)

@@ -24,8 +24,11 @@ HOP_BY_HOP = frozenset(
         "trailer", "trailers", "transfer-encoding", "upgrade", "proxy-connection",
     }
 )  # fmt: skip
-# Never forwarded upstream: the client's credentials, cookies, framing set by aiohttp.
-_CLIENT_ONLY = frozenset({"host", "content-length", "authorization", "x-api-key", "cookie"})
+# Never forwarded upstream: the client's credentials, cookies, framing set by aiohttp, and
+# Content-Encoding: aiohttp's server has already decoded a compressed body, it goes up plain.
+_CLIENT_ONLY = frozenset(
+    {"host", "content-length", "content-encoding", "authorization", "x-api-key", "cookie"}
+)
 _NOT_RETURNED = frozenset({"content-length", "content-encoding", "set-cookie", "x-request-id"})
 FAILOVER_STATUSES = frozenset({502, 503, 504})
 
@@ -143,7 +146,9 @@ async def open_upstream(
             return response
         failures.append(f"{upstream.name}: HTTP {response.status}")
         if "Retry-After" in response.headers:
-            retry_after = {"Retry-After": response.headers["Retry-After"]}
+            retry_after = {
+                "Retry-After": _redacted(response.headers["Retry-After"], route.revealed_keys())
+            }
         response.close()
     raise UpstreamUnavailable(
         "no upstream could serve the request (" + "; ".join(failures) + ")", headers=retry_after

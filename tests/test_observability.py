@@ -439,6 +439,37 @@ async def test_upstream_key_echoed_in_a_response_header_is_not_passed_on(
     assert CANARY_UPSTREAM_KEY not in str(list(response.headers.items()))
 
 
+LONGER_KEY = CANARY_UPSTREAM_KEY + "-and-the-rest-of-a-longer-key"
+
+
+def second_upstream_with_a_longer_key(document: dict[str, Any]) -> None:
+    """The route's second upstream has a key that begins with the first upstream's key."""
+    first = document["routes"][0]["upstreams"][0]
+    document["routes"][0]["upstreams"].append({**first, "name": "longer", "api_key_env": "LONGER"})
+
+
+async def test_a_key_that_begins_with_another_key_is_redacted_whole(
+    start_proxy: ProxyFactory, upstream: FakeUpstream
+) -> None:
+    proxy = await start_proxy(
+        edit=second_upstream_with_a_longer_key, environ={"LONGER": LONGER_KEY}
+    )
+    echo = json.dumps({"error": {"message": f"Incorrect API key provided: {LONGER_KEY}"}})
+    busy = Script(status=503, content_type="text/plain", whole_body=b"busy",
+                  headers={"Retry-After": LONGER_KEY})  # fmt: skip
+    refused = Script(status=401, content_type="application/json", whole_body=echo.encode(),
+                     headers={"X-Echo": LONGER_KEY})  # fmt: skip
+    upstream.enqueue(busy, refused)
+    upstream.enqueue(busy, busy)  # then both upstreams busy: the 502 repeats a Retry-After
+
+    for expected in (401, 502):
+        response = await proxy.post("/v1/chat/completions", CHAT)
+        assert response.status == expected
+        everything = str(list(response.headers.items())) + await response.text()
+        assert "[redacted]" in everything
+        assert "the-rest-of" not in everything and CANARY_UPSTREAM_KEY not in everything
+
+
 # --- health ---
 
 

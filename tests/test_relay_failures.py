@@ -75,6 +75,26 @@ async def test_an_error_status_after_an_early_heartbeat_becomes_an_error_event(
     await assert_finished(proxy, "upstream_error", route_of(dialect)[0])
 
 
+@pytest.mark.parametrize("sent", [b"", b'{"error": {"message": "overl'], ids=["none", "some"])
+async def test_an_error_body_that_stalls_after_an_early_heartbeat_is_reported_within_a_beat(
+    start_proxy: ProxyFactory, upstream: FakeUpstream, gate: Gate, sent: bytes
+) -> None:
+    """The client waits on a 200 already: the upstream's error body is not worth more silence
+    than a heartbeat interval (idle_s is minutes here)."""
+    proxy = await start_proxy(edit=settings(heartbeat_s=0.05))
+    answer = gate()
+    upstream.enqueue(Script(status=500, content_type="application/json", hold_headers=answer,
+                            steps=[sent, Hold(gate())] if sent else [Hold(gate())]))  # fmt: skip
+    client = await committed_early(proxy, "openai")
+
+    answer.set()
+    await client.to_end()
+    error = assert_one_error_event(client.events(), "openai")
+    assert "HTTP 500" in error["message"] and sent.decode()[-5:] in error["message"]
+    await assert_finished(proxy, "upstream_error")
+    await asyncio.wait_for(upstream.disconnected.wait(), WAIT_S)  # the proxy gave up on it
+
+
 @pytest.mark.parametrize("headers_sent", [False, True], ids=["no-headers", "headers-no-body"])
 @pytest.mark.parametrize("dialect", ["openai", "anthropic"])
 async def test_a_first_byte_timeout_after_an_early_heartbeat_becomes_an_error_event(

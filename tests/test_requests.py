@@ -7,6 +7,7 @@ at the default 30 s, so nothing in this file is committed early: every status is
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -196,6 +197,22 @@ async def test_upstream_receives_the_exact_body_bytes(
     assert upstream.requests[0].body == body
 
 
+async def test_a_gzipped_request_body_reaches_the_upstream_decoded_and_labelled_so(
+    proxy: RunningProxy, upstream: FakeUpstream
+) -> None:
+    """aiohttp's server decodes the body the proxy reads: it must not go up still labelled gzip."""
+    body = json.dumps({**CHAT, "stream": True}).encode()
+    response = await proxy.session.post(
+        proxy.url + "/v1/chat/completions",
+        data=gzip.compress(body),
+        headers=proxy.headers(**{"Content-Encoding": "gzip", "Content-Type": "application/json"}),
+    )
+    await completed(response)
+    seen = upstream.requests[0]
+    assert seen.body == body
+    assert "content-encoding" not in {name.lower() for name in seen.headers}
+
+
 HOP_BY_HOP_REQUEST = [
     ("Authorization", f"Bearer {CANARY_CLIENT_KEY}"),
     ("Connection", "close, X-Hop-Named"),
@@ -277,6 +294,9 @@ CLIENT_ERRORS = [
                  id="not-json"),
     pytest.param(ClientError("/v1/messages", b"[1, 2", 400, "invalid_request_error",
                              dialect="anthropic"), id="not-json-anthropic"),
+    pytest.param(ClientError("/v1/chat/completions", b'{"model": "gpt-test", "x": '
+                             + b"[" * 20_000 + b"]" * 20_000 + b"}", 400, "invalid_request_error"),
+                 id="nested-deeper-than-the-parser-goes"),
     pytest.param(ClientError("/v1/chat/completions", b'{"model": "gpt-test", "pad": "'
                              + b"x" * 70_000 + b'"}', 413, "request_too_large"), id="too-large"),
     pytest.param(ClientError("/v1/nowhere", json.dumps(CHAT).encode(), 404, "not_found_error"),
