@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
+import socket
 import sys
 
 from aiohttp import web
@@ -15,24 +17,52 @@ from proxy.lifecycle import until_stop_signal
 from proxy.log import configure_logging, get_logger
 
 
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0 (any free port) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError("must be a port number, 0..65535")
+    return port
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="llm-stream-proxy", description="Reverse proxy for LLM token streams."
     )
     parser.add_argument("--config", required=True, help="path to the YAML config")
     parser.add_argument("--host", help="listen address (overrides server.host)")
-    parser.add_argument("--port", type=int, help="listen port (overrides server.port)")
+    parser.add_argument(
+        "--port", type=port_number, help="listen port, 0 for any free one (overrides server.port)"
+    )
     parser.add_argument(
         "--check-config", action="store_true", help="validate the config, print what is wrong, exit"
     )
     return parser.parse_args(argv)
 
 
-async def serve(config: Config, host: str, port: int) -> None:
+def _os_reason(error: OSError) -> str:
+    """`Address already in use` rather than asyncio's wording around it; resolver errors as is."""
+    if error.errno and error.errno > 0 and not isinstance(error, socket.gaierror):
+        return os.strerror(error.errno)
+    return error.strerror or str(error) or type(error).__name__
+
+
+async def serve(config: Config, host: str, port: int) -> int:
+    """Serve until SIGTERM/SIGINT; the exit status (1: could not listen)."""
     log = get_logger("proxy")
     runner = make_runner(create_app(config))
     await runner.setup()
-    await web.TCPSite(runner, host, port, backlog=config.server.listen_backlog).start()
+    try:
+        await web.TCPSite(runner, host, port, backlog=config.server.listen_backlog).start()
+    except OSError as error:  # port in use, no permission, unknown host or address
+        await runner.cleanup()
+        reason = _os_reason(error)
+        log.error("server.listen_failed", host=host, port=port, error=reason)
+        print(f"cannot listen on {host}:{port}: {reason}", file=sys.stderr)
+        return 1
     bound_host, bound_port = runner.addresses[0][:2]  # the real port, also for --port 0
     # Modules, config and app live as long as the process: keep them out of every full
     # collection, which otherwise stalls all streams for longer (bench/RESULTS.md, F3).
@@ -44,6 +74,7 @@ async def serve(config: Config, host: str, port: int) -> None:
     await until_stop_signal()
     log.info("proxy.stopping")
     await runner.cleanup()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -61,7 +92,8 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging(config.logging.level, config.logging.format)
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
-    asyncio.run(serve(config, host, port))
+    if asyncio.run(serve(config, host, port)) != 0:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -2,21 +2,23 @@
 
 Keys are never stored: the config holds sha256 digests, a presented key is hashed and compared
 against every user's digest with `hmac.compare_digest`, without stopping at the first match.
+A key is hashed as the bytes the client sent, even when they are not UTF-8 (aiohttp hands such
+header bytes over as lone surrogates); such a key simply matches no one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 
+from multidict import MultiMapping
+
 from proxy.config import AuthConfig
+from proxy.config_yaml import SANE_USER_NAME
 from proxy.errors import Unauthorized
 
 ANONYMOUS = "anonymous"
-_SANE_USER = re.compile(r"[\x21-\x7e]{1,128}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +27,7 @@ class Caller:
     max_concurrent_streams: int | None
 
 
-def presented_key(headers: Mapping[str, str]) -> str | None:
+def presented_key(headers: MultiMapping[str]) -> str | None:
     """The client's key from `Authorization: Bearer` or `x-api-key` (Anthropic SDK)."""
     authorization = headers.get("Authorization", "")
     scheme, _, token = authorization.partition(" ")
@@ -47,15 +49,23 @@ class Authenticator:
         """The trusted header naming the user: not forwarded upstream."""
         return self.header if self.mode == "header" else None
 
-    def caller(self, headers: Mapping[str, str]) -> Caller:
+    def caller(self, headers: MultiMapping[str]) -> Caller:
         if self.mode == "none":
             return self._named(ANONYMOUS)
         if self.mode == "header":
-            name = headers.get(self.header, "").strip()
-            if not _SANE_USER.fullmatch(name):
-                raise Unauthorized(f"missing or invalid {self.header} header")
-            return self._named(name)
+            return self._named(self._trusted_name(headers))
         return self._by_key(presented_key(headers))
+
+    def _trusted_name(self, headers: MultiMapping[str]) -> str:
+        """The user named by the trusted header. Given twice, a client may have sent one of
+        them: a front proxy that appends rather than replaces would let it choose the user."""
+        values = headers.getall(self.header, [])
+        if len(values) > 1:
+            raise Unauthorized(f"{self.header} must appear exactly once")
+        name = values[0].strip() if values else ""
+        if not SANE_USER_NAME.fullmatch(name):
+            raise Unauthorized(f"missing or invalid {self.header} header")
+        return name
 
     def _named(self, name: str) -> Caller:
         user = self._by_name.get(name)
@@ -66,7 +76,7 @@ class Authenticator:
             raise Unauthorized(
                 "no API key: send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
             )
-        digest = hashlib.sha256(key.encode()).digest()
+        digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
         found = None
         for user_digest, user in self._keyed:
             if hmac.compare_digest(digest, user_digest):

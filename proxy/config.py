@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field, ValidationError
 
 from proxy.config_yaml import (
+    CONVENTIONAL_ENV_NAME,
+    SANE_USER_NAME,
     STRICT,
     AuthDoc,
     ConfigError,
@@ -83,11 +85,13 @@ class ServerConfig(BaseModel):
 
     model_config = STRICT
     host: Name = "127.0.0.1"
-    port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080  # 0: any free port
     max_body_bytes: Count = 20 * 1024 * 1024
     max_upstream_connections: Count = 4096
-    listen_backlog: Count = 1024
-    shutdown_grace_s: Seconds = 30.0
+    listen_backlog: Annotated[int, Field(ge=1, le=65535)] = 1024
+    # Below Kubernetes' default terminationGracePeriodSeconds (30), so that the in-band error
+    # events for streams still open at the deadline go out before the pod is killed.
+    shutdown_grace_s: Seconds = 20.0
 
 
 class LoggingConfig(BaseModel):
@@ -236,12 +240,18 @@ class _Resolver:
     def env_value(self, variable: str, path: KeyPath) -> str | None:
         """The environment variable's value, or None after recording why it is unusable."""
         value = self.environ.get(variable)
+        named = _variable_named(variable)
         if value is None:
-            problem = f"environment variable {variable} is not set"
+            problem = f"{named} is not set"
+            if not CONVENTIONAL_ENV_NAME.fullmatch(variable):
+                problem += (
+                    "; the value there does not look like a variable name (upper-case letters,"
+                    " digits, '_') and may be a key pasted by mistake, so it is not shown"
+                )
         elif not value:
-            problem = f"environment variable {variable} is empty"
+            problem = f"{named} is empty"
         elif not (value.isascii() and value.isprintable()) or " " in value:
-            problem = f"environment variable {variable} holds whitespace or non-ASCII characters"
+            problem = f"{named} holds whitespace or non-ASCII characters"
         else:
             return value
         self.errors.append(f"{key_path(path)}: {problem}")
@@ -251,6 +261,8 @@ class _Resolver:
         path: KeyPath = ("auth", "users")
         users = tuple(self.user(user, (*path, index)) for index, user in enumerate(doc.users))
         self.unique_names([user.name for user in users], path, "user name")
+        if doc.mode == "header":
+            self.header_user_names([user.name for user in users], path)
         owners: dict[bytes, str] = {}
         for index, (user_doc, user) in enumerate(zip(doc.users, users, strict=True)):
             if doc.mode == "keys" and user.key_sha256 is None and user_doc.key_env is None:
@@ -266,6 +278,15 @@ class _Resolver:
             self.errors.append("auth.users: auth mode 'keys' needs at least one user, "
                                "or nobody can connect")  # fmt: skip
         return AuthConfig(mode=doc.mode, header=doc.header, users=users)
+
+    def header_user_names(self, names: Sequence[str], path: KeyPath) -> None:
+        """In mode header, a name the identity header can never carry is a user nobody can be."""
+        for index, name in enumerate(names):
+            if not SANE_USER_NAME.fullmatch(name):
+                self.errors.append(
+                    f"{key_path((*path, index, 'name'))}: auth mode 'header' only accepts user "
+                    "names of 1 to 128 printable ASCII characters without spaces or commas"
+                )
 
     def user(self, doc: UserDoc, path: KeyPath) -> UserConfig:
         digest = None if doc.key_sha256 is None else bytes.fromhex(doc.key_sha256)
@@ -306,6 +327,13 @@ class _Resolver:
             api_key=api_key,
             headers=MappingProxyType(dict(doc.headers)),
         )
+
+
+def _variable_named(variable: str) -> str:
+    """How an error names an environment variable: by its name only if it looks like one."""
+    if CONVENTIONAL_ENV_NAME.fullmatch(variable):
+        return f"environment variable {variable}"
+    return "the environment variable named there"
 
 
 # --- entry points ---

@@ -25,6 +25,10 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 STRICT = ConfigDict(extra="forbid", frozen=True, strict=True)
 _HTTP_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# What an env var is conventionally called; any other name may be a key pasted by mistake.
+CONVENTIONAL_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
+# The user names `auth.mode: header` accepts from the trusted header (proxy.auth checks with it).
+SANE_USER_NAME = re.compile(r"[\x21-\x2b\x2d-\x7e]{1,128}")  # printable ASCII but space and comma
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 _FRAMING_HEADERS = frozenset(
     {"connection", "content-length", "keep-alive", "te", "trailer", "transfer-encoding",

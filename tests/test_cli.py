@@ -7,6 +7,7 @@ request, JSON log lines on stdout, `--host/--port` overrides, and a clean stop o
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import select
@@ -196,6 +197,14 @@ BROKEN_CONFIGS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
         lambda doc: doc["defaults"].update(heartbeat_s=VALUE_CANARY),
         "defaults.heartbeat_s: must be a number, not a string",
     ),
+    "port out of range": (
+        lambda doc: doc["server"].update(port=65536),
+        "server.port: must be at most 65535",
+    ),
+    "backlog beyond any kernel's": (
+        lambda doc: doc["server"].update(listen_backlog=3_000_000_000),
+        "server.listen_backlog: must be at most 65535",
+    ),
 }
 
 
@@ -219,6 +228,43 @@ def test_a_broken_config_exits_1_naming_the_key_path(
     assert VALUE_CANARY not in result.stdout + result.stderr  # the value is never echoed
     (logged,) = [line for line in json_lines_in(result.stderr) if line["event"] == "config.invalid"]
     assert logged["errors"] == [problem]
+
+
+PASTED_KEY = "Mq7xYv2LpR9sT4wZ8nB3kD6fH1jK5aQe"  # a key where a variable's name belongs
+
+
+def test_a_key_pasted_where_a_variable_name_belongs_is_never_echoed(tmp_path: Path) -> None:
+    document = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    document["routes"][1]["upstreams"][0]["api_key_env"] = PASTED_KEY
+    document["auth"]["users"][1]["key_env"] = PASTED_KEY
+    path = tmp_path / "pasted.yaml"
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+
+    result = run(proxy_command("--config", str(path), "--check-config"), environment(**CANARIES))
+
+    assert result.returncode == 1
+    assert PASTED_KEY not in result.stdout + result.stderr
+    not_set = (
+        "the environment variable named there is not set; the value there does not look like a "
+        "variable name (upper-case letters, digits, '_') and may be a key pasted by mistake, so "
+        "it is not shown"
+    )
+    problems = [
+        f"auth.users[1].key_env: {not_set}",
+        f"routes[1].upstreams[0].api_key_env: {not_set}",
+    ]
+    assert set(problems) <= set(result.stderr.splitlines())
+    (logged,) = [line for line in json_lines_in(result.stderr) if line["event"] == "config.invalid"]
+    assert logged["errors"] == problems
+
+
+@pytest.mark.parametrize("port", ["65536", "-1", "http"])
+def test_a_port_argument_out_of_range_is_a_usage_error(port: str) -> None:
+    result = run(proxy_command("--config", str(DEMO), "--port", port), environment())
+
+    assert result.returncode == 2, result
+    assert "error: argument --port: must be a port number, 0..65535" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 # --- serving -----------------------------------------------------------------------------------
@@ -278,6 +324,37 @@ def test_proxy_process_streams_logs_json_and_stops_on_sigterm(
     assert finished[0]["output_tokens"] == len(chunks) - 2  # content chunks: no role, no finish
     assert finished[0]["tokens_source"] == "counted"
     assert all(line["level"] in {"info", "debug"} for line in lines), lines
+
+
+@contextmanager
+def listening_socket() -> Iterator[int]:
+    """A port on 127.0.0.1 that this test holds (listening) until the block ends."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield taken.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("host", "error"),
+    [pytest.param("127.0.0.1", errno.EADDRINUSE, id="port-in-use"),
+     pytest.param("192.0.2.1", errno.EADDRNOTAVAIL, id="address-not-on-this-machine")],
+)  # fmt: skip
+def test_a_failure_to_listen_is_one_clean_error_and_exit_1(
+    tmp_path: Path, host: str, error: int
+) -> None:
+    config = tmp_path / "proxy.yaml"
+    config.write_text(DEMO.read_text(encoding="utf-8").replace("format: console", "format: json"))
+    with listening_socket() as port:
+        command = proxy_command("--config", str(config), "--host", host, "--port", str(port))
+        result = run(command, environment())  # a proxy that started would hit the run timeout
+
+    reason = os.strerror(error)
+    assert result.returncode == 1, result
+    assert result.stderr.splitlines() == [f"cannot listen on {host}:{port}: {reason}"]
+    (logged,) = json_lines(result.stdout)
+    assert (logged["event"], logged["level"]) == ("server.listen_failed", "error")
+    assert (logged["host"], logged["port"], logged["error"]) == (host, port, reason)
 
 
 def test_console_format_from_demo_yaml_is_not_json(tmp_path: Path, demo_url: str) -> None:

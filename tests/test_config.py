@@ -112,7 +112,7 @@ def test_example_file_loads_with_every_key_resolved() -> None:
     config = load_config(REPO / "config" / "example.yaml", EXAMPLE_ENV)
     assert config.server == ServerConfig(
         host="127.0.0.1", port=8080, max_body_bytes=20971520, max_upstream_connections=4096,
-        listen_backlog=1024, shutdown_grace_s=30,
+        listen_backlog=1024, shutdown_grace_s=20,
     )  # fmt: skip
     assert (config.logging.level, config.logging.format) == ("info", "json")
     assert config.defaults == Defaults()
@@ -176,7 +176,8 @@ def test_every_section_but_routes_defaults_to_the_documented_values() -> None:
     assert (config.server.max_body_bytes, config.server.max_upstream_connections) == (
         20971520, 4096,
     )  # fmt: skip
-    assert (config.server.listen_backlog, config.server.shutdown_grace_s) == (1024, 30.0)
+    # The grace period ends before Kubernetes' default 30 s, so cut streams still hear why.
+    assert (config.server.listen_backlog, config.server.shutdown_grace_s) == (1024, 20.0)
     assert (config.logging.level, config.logging.format) == ("info", "json")
     assert config.defaults.heartbeat_s == 15.0
     assert config.defaults.timeouts == Timeouts(
@@ -362,8 +363,11 @@ ERROR_CASES: list[tuple[Edit, str]] = [
      "routes[0].upstreams[0].headers.X-A: must be a string, not an integer"),
     (put("routes", value=[5]), "routes[0]: must be a mapping, not an integer"),
     # ranges
-    (put("server", "port", value=0), "server.port: must be at least 1"),
+    (put("server", "port", value=-1), "server.port: must be at least 0"),
     (put("server", "port", value=65536), "server.port: must be at most 65535"),
+    (put("server", "listen_backlog", value=0), "server.listen_backlog: must be at least 1"),
+    (put("server", "listen_backlog", value=3_000_000_000),
+     "server.listen_backlog: must be at most 65535"),
     (put("server", "max_body_bytes", value=0), "server.max_body_bytes: must be greater than 0"),
     (put("server", "max_upstream_connections", value=-1),
      "server.max_upstream_connections: must be greater than 0"),
@@ -496,6 +500,58 @@ def test_an_empty_or_missing_environment_variable_is_an_error(value: str | None)
     )
 
 
+PASTED_KEY = "sk_live_Mq7xYv2LpR9sT4wZ8nB3kD6fH1jK5aQe"  # a key, but spelled like a variable name
+NOT_A_VARIABLE_NAME = (
+    "the environment variable named there is not set; the value there does not look like a "
+    "variable name (upper-case letters, digits, '_') and may be a key pasted by mistake, so it "
+    "is not shown"
+)
+
+
+def test_a_key_pasted_as_a_variable_name_is_not_echoed() -> None:
+    problems = errors(
+        both(put("auth", "users", 1, "key_env", value=PASTED_KEY),
+             put("routes", 0, "upstreams", 0, "api_key_env", value=PASTED_KEY))
+    )  # fmt: skip
+    assert problems == (
+        f"auth.users[1].key_env: {NOT_A_VARIABLE_NAME}",
+        f"routes[0].upstreams[0].api_key_env: {NOT_A_VARIABLE_NAME}",
+    )
+    assert errors(put("auth", "users", 1, "key_env", value="bob_key"), {**ENV, "bob_key": ""}) == (
+        "auth.users[1].key_env: the environment variable named there is empty",
+    )
+
+
+def test_conventional_variable_names_are_still_named_in_errors() -> None:
+    longest = "K" * 64
+    assert errors(put("auth", "users", 1, "key_env", value=longest)) == (
+        f"auth.users[1].key_env: environment variable {longest} is not set",
+    )
+    assert errors(put("auth", "users", 1, "key_env", value=longest + "K")) == (
+        f"auth.users[1].key_env: {NOT_A_VARIABLE_NAME}",
+    )
+
+
+def test_header_mode_refuses_user_names_the_header_cannot_carry() -> None:
+    names = ["ops", "alice smith", "x" * 129, "jos\u00e9", "x" * 128, "a.b@example.com", "a,b"]
+    users = [{"name": name} for name in names]
+    problem = ("auth mode 'header' only accepts user names of 1 to 128 printable ASCII "
+               "characters without spaces or commas")  # fmt: skip
+    assert errors(put("auth", value={"mode": "header", "users": users})) == (
+        f"auth.users[1].name: {problem}",
+        f"auth.users[2].name: {problem}",
+        f"auth.users[3].name: {problem}",
+        f"auth.users[6].name: {problem}",
+    )
+    # Names only the header has to carry: with keys, any name is fine.
+    keyed = [{"name": name, "key_sha256": f"{index:064x}"} for index, name in enumerate(names)]
+    assert len(parse(put("auth", value={"mode": "keys", "users": keyed})).auth.users) == len(names)
+
+
+def test_port_0_means_any_free_port_and_is_accepted() -> None:
+    assert parse(put("server", "port", value=0)).server.port == 0
+
+
 def test_a_key_with_whitespace_in_the_environment_is_an_error() -> None:
     assert errors(environ={**ENV, "BOB_KEY": "bob-key\n"}) == (
         "auth.users[1].key_env: environment variable BOB_KEY holds whitespace or "
@@ -505,12 +561,12 @@ def test_a_key_with_whitespace_in_the_environment_is_an_error() -> None:
 
 def test_all_problems_are_reported_at_once() -> None:
     structural = errors(
-        both(put("server", "port", value=0), put("extra", value=1),
+        both(put("server", "port", value=-1), put("extra", value=1),
              put("routes", 1, "upstreams", 0, "url", value="nope"),
              put("routes", 0, "provider", value="x"))
     )  # fmt: skip
     assert structural == (
-        "server.port: must be at least 1",
+        "server.port: must be at least 0",
         "routes[0].provider: must be 'openai' or 'anthropic'",
         "routes[1].upstreams[0].url: must be an http:// or https:// URL with a host, "
         "e.g. https://api.openai.com",
