@@ -21,6 +21,7 @@ from proxy.limits import ConcurrencyLimiter
 from proxy.limits.memory import MemoryLimiter
 from proxy.metrics import ProxyMetrics
 from proxy.release import UpstreamReleaser
+from proxy.upstream import connect_timeout
 
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
@@ -42,10 +43,9 @@ async def upstream_session(app: web.Application) -> AsyncIterator[None]:
     """One upstream ClientSession per app, its pool sized from the config."""
     config = app[keys.CONFIG]
     connector = aiohttp.TCPConnector(limit=config.server.max_upstream_connections)
-    # Per-request connect timeout only: aiohttp's default 5-minute total would kill long
-    # streams; first-byte, idle and duration limits are enforced by the relay itself.
-    connect_s = max(route.timeouts.connect_s for route in config.routes)
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_s, sock_read=None)
+    # Each request passes its route's connect timeout (upstream.connect_timeout); this default
+    # only keeps aiohttp's 5-minute total away from any request that would not.
+    timeout = connect_timeout(config.defaults.timeouts.connect_s)
     async with aiohttp.ClientSession(
         connector=connector, timeout=timeout, cookie_jar=aiohttp.DummyCookieJar(),
         auto_decompress=True, skip_auto_headers=("User-Agent",),

@@ -271,7 +271,10 @@ async def upstream_response(
         await channel.commit(client_response_headers(upstream.headers, exchange.route))
         await StreamPump(upstream, channel, channel.settings).run()
         response = await channel.end()
-        record.settle(Outcome.COMPLETED, 200)
+        if record.upstream_reported_error:  # its own error event, then its terminator (vLLM)
+            record.settle(Outcome.UPSTREAM_ERROR, 200, "upstream reported an error in the stream")
+        else:
+            record.settle(Outcome.COMPLETED, 200)
         return response
     finally:
         completed = record.settled and record.outcome is Outcome.COMPLETED
@@ -282,8 +285,7 @@ async def upstream_response(
 async def _pass_through(exchange: Exchange, upstream: aiohttp.ClientResponse) -> web.Response:
     record, route = exchange.record, exchange.route
     assert route is not None
-    body = await read_body(upstream, MAX_UPSTREAM_BODY, route.timeouts.max_stream_s)
-    record.upstream_first_byte = asyncio.get_running_loop().time()
+    body = await read_body(upstream, MAX_UPSTREAM_BODY, route.timeouts.max_stream_s, record)
     response = passthrough_response(exchange.dialect, upstream, body, route, record)
     ok = upstream.status < 300
     record.settle(Outcome.COMPLETED if ok else Outcome.UPSTREAM_ERROR, upstream.status,

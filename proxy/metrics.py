@@ -64,7 +64,8 @@ class ProxyMetrics:
             ["route", "reason"], registry=registry,
         )  # fmt: skip
         self.client_errors = Counter(
-            "llm_proxy_client_errors", "Requests refused before a route was chosen",
+            "llm_proxy_client_errors",
+            "Requests that ended before a route was chosen (refused, or failed early), by status",
             ["status"], registry=registry,
         )  # fmt: skip
 

@@ -297,13 +297,18 @@ class UpstreamErrorEvent(StreamFailure):
         super().__init__("upstream reported an error in the stream", Outcome.UPSTREAM_ERROR)
 
 
-async def read_body(upstream: aiohttp.ClientResponse, cap: int, timeout_s: float) -> bytes:
-    """A whole (non-streamed) upstream body, bounded in size and time."""
+async def read_body(
+    upstream: aiohttp.ClientResponse, cap: int, timeout_s: float, record: RequestRecord
+) -> bytes:
+    """A whole (non-streamed) upstream body, bounded in size and time; the arrival of its first
+    bytes is the upstream's first byte (not the end of the body)."""
     parts: list[bytes] = []
     size = 0
     try:
         async with asyncio.timeout(timeout_s):
             while chunk := await upstream.content.readany():
+                if record.upstream_first_byte is None:
+                    record.upstream_first_byte = asyncio.get_running_loop().time()
                 size += len(chunk)
                 if size > cap:
                     raise StreamFailure(

@@ -6,7 +6,9 @@ Definitions (see docs in README "Metrics"):
 - Output tokens: the provider's usage figure when the stream carried one (source `usage`),
   otherwise the number of content events (source `counted`).
 - Tokens per second: output tokens over the time from the first to the last content event; only
-  for streams with at least two content events.
+  for streams with at least two content events. Reasoning tokens that the usage counts but the
+  stream never carried (OpenAI's hidden reasoning) are left out: they were produced before the
+  first content event, not at the rate the client saw.
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ class RequestRecord:
     input_tokens: int | None = None
     terminated: bool = False
     upstream_reported_error: bool = False
+    usage_reasoning_tokens: int | None = None
+    reasoning_streamed: bool = False
     heartbeats: int = 0
     bytes_out: int = 0
     settled: bool = False
@@ -80,8 +84,11 @@ class RequestRecord:
                 self.first_content = written_at
             self.last_content = written_at
             self.content_events += 1
+            if signal.reasoning:
+                self.reasoning_streamed = True
         if signal.output_tokens is not None:
             self.usage_output_tokens = signal.output_tokens
+            self.usage_reasoning_tokens = signal.reasoning_tokens
         if signal.input_tokens is not None:
             self.input_tokens = signal.input_tokens
         if signal.terminal:
@@ -101,7 +108,13 @@ class RequestRecord:
             return None
         assert self.first_content is not None and self.last_content is not None
         span = self.last_content - self.first_content
-        return output_tokens / span if span > 0 else None
+        streamed = output_tokens - self._unstreamed_reasoning_tokens()
+        return streamed / span if span > 0 and streamed > 0 else None
+
+    def _unstreamed_reasoning_tokens(self) -> int:
+        if self.usage_output_tokens is None or self.reasoning_streamed:
+            return 0
+        return self.usage_reasoning_tokens or 0
 
     def report(self, finished: float) -> StreamReport:
         output_tokens, source = self.output_tokens()

@@ -95,15 +95,25 @@ class UpstreamCall:
 
 
 async def _attempt(
-    session: aiohttp.ClientSession, upstream: UpstreamConfig, call: UpstreamCall, dialect: Dialect
+    session: aiohttp.ClientSession,
+    upstream: UpstreamConfig,
+    call: UpstreamCall,
+    dialect: Dialect,
+    connect: aiohttp.ClientTimeout,
 ) -> aiohttp.ClientResponse:
     headers = upstream_request_headers(
         call.client_headers, upstream, dialect, call.request_id, call.drop_headers
     )
     return await session.request(
         call.method, upstream.url + call.path_qs, headers=headers, data=call.body,
-        allow_redirects=False,
+        allow_redirects=False, timeout=connect,
     )  # fmt: skip
+
+
+def connect_timeout(connect_s: float) -> aiohttp.ClientTimeout:
+    """Only the TCP connect is timed by aiohttp (its default 5-minute total would kill long
+    streams); first-byte, idle and duration limits are the relay's own."""
+    return aiohttp.ClientTimeout(total=None, sock_connect=connect_s, sock_read=None)
 
 
 def _not_connected(exc: BaseException) -> bool:
@@ -125,11 +135,12 @@ async def open_upstream(
     """
     failures: list[str] = []
     retry_after: dict[str, str] = {}
+    connect = connect_timeout(route.timeouts.connect_s)
     for upstream in route.upstreams:
         on_attempt(upstream)
         try:
             async with asyncio.timeout(route.timeouts.first_byte_s) as timer:
-                response = await _attempt(session, upstream, call, dialect)
+                response = await _attempt(session, upstream, call, dialect, connect)
         except (aiohttp.ClientError, OSError) as exc:
             if timer.expired():
                 raise UpstreamTimeout(

@@ -39,6 +39,7 @@ from tests.phase_helpers import (
     chat_stream,
     closed_port,
     compose,
+    eventually,
     explode_on_boom,
     finished_lines,
     ignore,
@@ -232,6 +233,24 @@ async def test_ttft_counts_from_the_first_content_event(
     assert client_ttft_ms - 100 < ttft_ms <= client_ttft_ms + 1
     observed = sample_value(await scrape(proxy), "llm_proxy_ttft_seconds_sum", route=dialect)
     assert observed == pytest.approx(ttft_ms / 1000, abs=0.001)
+
+
+async def test_a_whole_bodys_first_byte_is_when_it_starts_arriving_not_when_it_ends(
+    proxy: RunningProxy, upstream: FakeUpstream
+) -> None:
+    """Non-streamed answers are generated before they are sent, but a body that trickles in
+    must not put its whole transfer time into `llm_proxy_upstream_first_byte_seconds`."""
+    body = json.dumps({"choices": [{"message": {"content": "Hi"}}]}).encode()
+    gate = asyncio.Event()
+    upstream.enqueue(
+        Script(content_type="application/json", steps=[body[:10], Hold(gate), body[10:]])
+    )
+    request = asyncio.ensure_future(proxy.post("/v1/chat/completions", CHAT))
+    await eventually(lambda: len(upstream.requests) == 1, "the upstream has the request")
+    asyncio.get_running_loop().call_later(HOLD_S, gate.set)  # its first bytes are on the way
+    assert await (await request).read() == body
+    line = await last_finished(proxy)
+    assert line["duration_ms"] - line["upstream_first_byte_ms"] >= HOLD_S * 1000 / 2
 
 
 # --- the stream.finished line and request ids ---

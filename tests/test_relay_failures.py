@@ -286,6 +286,21 @@ async def test_the_upstreams_own_error_event_is_relayed_as_is_and_nothing_added(
     await assert_finished(proxy, "upstream_error", route_of(dialect)[0])
 
 
+@pytest.mark.parametrize("dialect", list(UPSTREAM_ERROR_EVENTS))
+async def test_an_error_event_followed_by_the_terminator_is_still_an_upstream_error(
+    proxy: RunningProxy, upstream: FakeUpstream, dialect: str
+) -> None:
+    """vLLM sends `data: {"error": ...}` and then `data: [DONE]`: relayed as sent (the SDKs raise
+    on the error event), but the stream did not complete and is not counted as completed."""
+    steps: list[Step] = [*head_events(dialect), UPSTREAM_ERROR_EVENTS[dialect], terminator(dialect)]
+    upstream.enqueue(Script(steps=steps))
+    client = await open_stream(proxy, dialect)
+
+    assert await client.to_end() == sent_bytes(steps)
+    assert client.ended_by is None  # the upstream ended it properly; nothing added or removed
+    await assert_finished(proxy, "upstream_error", route_of(dialect)[0])
+
+
 # --- 7. client disconnects ---------------------------------------------------------------------
 
 

@@ -7,8 +7,11 @@ at the default 30 s, so nothing in this file is committed early: every status is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
+import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -410,6 +413,35 @@ async def test_connect_failure_fails_over_to_the_next_upstream(
     assert which(upstream) == ["u1"]
     line = await last_finished(proxy)
     assert (line["upstream"], line["outcome"]) == ("u1", "completed")
+
+
+@contextlib.contextmanager
+def unanswered_port() -> Iterator[int]:
+    """A port on 127.0.0.1 where a connect hangs: its listener's accept queue is full."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port: int = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)):  # the only place in the queue
+            yield port
+
+
+async def test_a_routes_own_connect_timeout_decides_when_to_fail_over(
+    start_proxy: ProxyFactory, upstream: FakeUpstream
+) -> None:
+    with unanswered_port() as port:
+
+        def edit(document: dict[str, Any]) -> None:
+            upstreams(f"http://127.0.0.1:{port}", upstream.url)(document)
+            document["defaults"]["timeouts"]["connect_s"] = 60
+            document["routes"][0]["timeouts"] = {"connect_s": 0.2}
+
+        proxy = await start_proxy(edit=edit)
+        upstream.enqueue(Script(steps=chat_stream("Hello")))
+        sent = proxy.post("/v1/chat/completions", CHAT)
+        body = await completed(await asyncio.wait_for(sent, 30))  # not the default's 60 s
+        assert b'"Hello"' in body
+        assert which(upstream) == ["u1"]
 
 
 def refusal(status: int) -> Script:

@@ -18,14 +18,17 @@ class Signal:
     """What one upstream event tells the proxy."""
 
     content: bool = False  # carries generated content (text, tool-call, reasoning delta)
+    reasoning: bool = False  # that content is the model's raw reasoning, streamed
     terminal: bool = False  # the dialect's end-of-stream marker
     error: bool = False  # the upstream's own in-band error event
     output_tokens: int | None = None  # provider usage figure (cumulative)
     input_tokens: int | None = None
+    reasoning_tokens: int | None = None  # how many of the output tokens were reasoning
 
 
 NOTHING = Signal()
 CONTENT = Signal(content=True)
+REASONING = Signal(content=True, reasoning=True)
 TERMINAL = Signal(terminal=True)
 UPSTREAM_ERROR = Signal(error=True)
 

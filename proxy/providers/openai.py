@@ -1,9 +1,10 @@
 """The OpenAI-compatible dialect: chat completions, legacy completions and the Responses API.
 
 Chat/completions streams are `data: {json}` chunks ended by `data: [DONE]`; content is a non-empty
-`delta.content`, `delta.tool_calls`, a reasoning delta, or a completion's `text`; usage arrives in
-a final chunk (`stream_options.include_usage`). Responses API streams carry a `type` in each
-event, content in `response.*.delta` events, and end with `response.completed` (or `.incomplete`).
+`delta.content`, `delta.tool_calls`, a refusal, audio, a reasoning delta, or a completion's `text`;
+usage arrives in a final chunk (`stream_options.include_usage`). Responses API streams carry a
+`type` in each event, content in `response.*.delta` events, and end with `response.completed` (or
+`.incomplete`). Usage may say how many output tokens were reasoning (`*_tokens_details`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from proxy.providers import (
     CONTENT,
     NOTHING,
+    REASONING,
     TERMINAL,
     UPSTREAM_ERROR,
     Signal,
@@ -23,42 +25,57 @@ from proxy.providers import (
 )
 from proxy.sse import SSEEvent
 
-_REASONING_KEYS = ("reasoning_content", "reasoning")
+_CONTENT_KEYS = ("tool_calls", "function_call", "refusal", "audio")  # besides "content"
+_REASONING_KEYS = ("reasoning_content", "reasoning")  # raw reasoning (DeepSeek, vLLM, ...)
 _RESPONSES_TERMINAL = frozenset({"response.completed", "response.incomplete"})
 _RESPONSES_ERROR = frozenset({"response.failed", "error"})
+_RESPONSES_REASONING = "response.reasoning_text.delta"  # raw; summaries are content only
 
 
-def _choice_has_content(choice: Any) -> bool:
+def _choice_signal(choice: Any) -> Signal:
     if not isinstance(choice, dict):
-        return False
+        return NOTHING
     if choice.get("text"):  # legacy completions
-        return True
+        return CONTENT
     delta = choice.get("delta")
     if not isinstance(delta, dict):
-        return False
-    if delta.get("content") or delta.get("tool_calls") or delta.get("function_call"):
-        return True
-    return any(delta.get(key) for key in _REASONING_KEYS)
+        return NOTHING
+    if delta.get("content") or any(delta.get(key) for key in _CONTENT_KEYS):
+        return CONTENT
+    if any(delta.get(key) for key in _REASONING_KEYS):
+        return REASONING
+    return NOTHING
+
+
+def _reasoning_tokens(usage: dict[str, Any], details_key: str) -> int | None:
+    details = usage.get(details_key)
+    return token_count(details.get("reasoning_tokens")) if isinstance(details, dict) else None
 
 
 def _chat_signal(chunk: dict[str, Any]) -> Signal:
     if chunk.get("error"):
         return UPSTREAM_ERROR
-    usage = chunk.get("usage")
+    signal = NOTHING
     choices = chunk.get("choices")
-    content = isinstance(choices, list) and any(_choice_has_content(c) for c in choices)
-    if isinstance(usage, dict):
-        return Signal(
-            content=content,
-            output_tokens=token_count(usage.get("completion_tokens")),
-            input_tokens=token_count(usage.get("prompt_tokens")),
-        )
-    return CONTENT if content else NOTHING
+    if isinstance(choices, list):
+        signal = next((s for s in map(_choice_signal, choices) if s is not NOTHING), NOTHING)
+    usage = chunk.get("usage")
+    if not isinstance(usage, dict):
+        return signal
+    return Signal(
+        content=signal.content,
+        reasoning=signal.reasoning,
+        output_tokens=token_count(usage.get("completion_tokens")),
+        input_tokens=token_count(usage.get("prompt_tokens")),
+        reasoning_tokens=_reasoning_tokens(usage, "completion_tokens_details"),
+    )
 
 
 def _responses_signal(event_type: str, body: dict[str, Any]) -> Signal:
     if event_type.endswith(".delta"):
-        return CONTENT if body.get("delta") else NOTHING
+        if not body.get("delta"):
+            return NOTHING
+        return REASONING if event_type == _RESPONSES_REASONING else CONTENT
     if event_type in _RESPONSES_ERROR:
         return UPSTREAM_ERROR
     if event_type not in _RESPONSES_TERMINAL:
@@ -71,6 +88,7 @@ def _responses_signal(event_type: str, body: dict[str, Any]) -> Signal:
         terminal=True,
         output_tokens=token_count(usage.get("output_tokens")),
         input_tokens=token_count(usage.get("input_tokens")),
+        reasoning_tokens=_reasoning_tokens(usage, "output_tokens_details"),
     )
 
 
@@ -79,10 +97,12 @@ class OpenAIDialect:
 
     def interpret(self, event: SSEEvent) -> Signal:
         data = event.data
-        if data == "[DONE]":
+        if data.startswith("[DONE]"):  # as the SDK reads it: what follows is ignored
             return TERMINAL
         if not data.startswith("{"):
-            return NOTHING
+            data = data.lstrip()  # `data:  {...}`: JSON after more than the one space SSE drops
+            if not data.startswith("{"):
+                return NOTHING
         try:
             body = json.loads(data)
         except ValueError:
