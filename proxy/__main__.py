@@ -43,8 +43,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _os_reason(error: OSError) -> str:
-    """`Address already in use` rather than asyncio's wording around it; resolver errors as is."""
+def _os_reason(error: OSError | UnicodeError) -> str:
+    """`Address already in use` rather than asyncio's wording around it; resolver errors as is
+    (a host name too long for IDNA is a UnicodeError)."""
+    if isinstance(error, UnicodeError):
+        return "invalid host name (a label is empty or longer than 63 characters)"
     if error.errno and error.errno > 0 and not isinstance(error, socket.gaierror):
         return os.strerror(error.errno)
     return error.strerror or str(error) or type(error).__name__
@@ -57,7 +60,7 @@ async def serve(config: Config, host: str, port: int) -> int:
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, backlog=config.server.listen_backlog).start()
-    except OSError as error:  # port in use, no permission, unknown host or address
+    except (OSError, UnicodeError) as error:  # port in use, no permission, unknown host, ...
         await runner.cleanup()
         reason = _os_reason(error)
         log.error("server.listen_failed", host=host, port=port, error=reason)

@@ -265,7 +265,8 @@ async def upstream_response(
         if upstream.status >= 300 or not (record.stream and is_sse):
             if channel is not None and channel.committed:
                 assert exchange.route is not None
-                raise await upstream_failure(exchange.dialect, upstream, exchange.route)
+                quiet = channel.last_write + exchange.route.heartbeat_s - channel.loop.time()
+                raise await upstream_failure(upstream, exchange.route, max(quiet, 0.0))
             return await _pass_through(exchange, upstream)
         assert channel is not None and exchange.route is not None
         await channel.commit(client_response_headers(upstream.headers, exchange.route))

@@ -68,13 +68,11 @@ async def until_stop_signal() -> None:
     """Return at the first SIGINT or SIGTERM.
 
     Installed on the loop explicitly: a process started from a background job inherits SIGINT
-    ignored, and `docker stop` sends SIGTERM; both must still stop the server gracefully."""
+    ignored, and `docker stop` sends SIGTERM; both must still stop the server gracefully. The
+    handlers stay installed until the loop closes, so a second signal cannot kill the process
+    in the middle of the shutdown grace period."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
+    await stop.wait()

@@ -152,7 +152,13 @@ class ClientChannel:
             return
         transport.close()
         if transport.get_write_buffer_size():
-            self.loop.call_later(self.settings.client_stall_s, transport.abort)
+            self.loop.call_later(self.settings.client_stall_s, _abort_if_still_flushing, transport)
+
+
+def _abort_if_still_flushing(transport: asyncio.WriteTransport) -> None:
+    """A closing transport whose client read everything is gone already: leave it be."""
+    if transport.get_write_buffer_size():
+        transport.abort()
 
 
 async def await_with_heartbeats(

@@ -83,19 +83,29 @@ async def _error_body(upstream: aiohttp.ClientResponse, wait_s: float) -> bytes:
     return b"".join(parts)[:_ERROR_BODY_CAP]
 
 
+def _without_cut_key(body: bytes, route: RouteConfig) -> bytes:
+    """A body cut short (by time or size) may end in the first part of a key: redact it too."""
+    for key in route.revealed_keys():
+        raw = key.encode()
+        for size in range(min(len(raw) - 1, len(body)), 3, -1):
+            if body.endswith(raw[:size]):
+                return body[:-size] + REDACTED
+    return body
+
+
 async def upstream_failure(
-    dialect: Dialect, upstream: aiohttp.ClientResponse, route: RouteConfig
+    upstream: aiohttp.ClientResponse, route: RouteConfig, wait_s: float
 ) -> StreamFailure:
     """An upstream answer that cannot be relayed after the commit, as an in-band failure.
 
     The client is already waiting on a 200: the body (only the message is wanted from it) gets
-    one heartbeat interval at most, so the stream never goes quieter than heartbeats promise.
+    `wait_s`, what is left of the current heartbeat interval, so the stream never goes quieter
+    than heartbeats promise.
     """
-    wait_s = min(route.heartbeat_s, route.timeouts.idle_s)
-    body = scrub_keys(await _error_body(upstream, wait_s), route)
     if upstream.status < 300:
         message = f"upstream answered {upstream.content_type}, not an event stream"
         return StreamFailure(message, Outcome.UPSTREAM_ERROR)
+    body = _without_cut_key(scrub_keys(await _error_body(upstream, wait_s), route), route)
     message = f"upstream answered HTTP {upstream.status}: {_upstream_message(body)}"
     failure = StreamFailure(message, Outcome.UPSTREAM_ERROR, status=upstream.status)
     failure.error_type = _ERROR_TYPES.get(upstream.status, "api_error")

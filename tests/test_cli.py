@@ -7,6 +7,7 @@ request, JSON log lines on stdout, `--host/--port` overrides, and a clean stop o
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -93,10 +94,10 @@ def first_line(process: subprocess.Popen[str], timeout_s: float) -> str:
     return process.stdout.readline().strip()
 
 
-def start_demo(env: dict[str, str]) -> Iterator[str]:
+def start_demo(env: dict[str, str], token_delay_ms: int = 0) -> Iterator[str]:
     """Run the demo provider on a port of its choosing; yields its URL."""
     command = [PYTHON, "-m", "proxy.demo", "--host", "127.0.0.1", "--port", "0",
-               "--token-delay-ms", "0", "--first-token-delay-ms", "0"]  # fmt: skip
+               "--token-delay-ms", str(token_delay_ms), "--first-token-delay-ms", "0"]  # fmt: skip
     with spawned(command, env) as demo:
         line = first_line(demo, STARTUP_S)
         prefix = "demo provider listening on "
@@ -335,13 +336,19 @@ def listening_socket() -> Iterator[int]:
         yield taken.getsockname()[1]
 
 
+TOO_LONG_LABEL = "x" * 64 + ".example"  # IDNA refuses labels over 63 characters
+BAD_LABEL = "invalid host name (a label is empty or longer than 63 characters)"
+
+
 @pytest.mark.parametrize(
-    ("host", "error"),
-    [pytest.param("127.0.0.1", errno.EADDRINUSE, id="port-in-use"),
-     pytest.param("192.0.2.1", errno.EADDRNOTAVAIL, id="address-not-on-this-machine")],
+    ("host", "reason"),
+    [pytest.param("127.0.0.1", os.strerror(errno.EADDRINUSE), id="port-in-use"),
+     pytest.param("192.0.2.1", os.strerror(errno.EADDRNOTAVAIL),
+                  id="address-not-on-this-machine"),
+     pytest.param(TOO_LONG_LABEL, BAD_LABEL, id="host-name-too-long")],
 )  # fmt: skip
 def test_a_failure_to_listen_is_one_clean_error_and_exit_1(
-    tmp_path: Path, host: str, error: int
+    tmp_path: Path, host: str, reason: str
 ) -> None:
     config = tmp_path / "proxy.yaml"
     config.write_text(DEMO.read_text(encoding="utf-8").replace("format: console", "format: json"))
@@ -349,7 +356,6 @@ def test_a_failure_to_listen_is_one_clean_error_and_exit_1(
         command = proxy_command("--config", str(config), "--host", host, "--port", str(port))
         result = run(command, environment())  # a proxy that started would hit the run timeout
 
-    reason = os.strerror(error)
     assert result.returncode == 1, result
     assert result.stderr.splitlines() == [f"cannot listen on {host}:{port}: {reason}"]
     (logged,) = json_lines(result.stdout)
@@ -377,3 +383,41 @@ def test_console_format_from_demo_yaml_is_not_json(tmp_path: Path, demo_url: str
     assert any("proxy.started" in line for line in lines)
     assert any("stream.finished" in line and "route=anthropic" in line for line in lines)
     assert not [line for line in lines if line.startswith("{")]
+
+
+def read_until_logged(process: subprocess.Popen[str], event: str) -> None:
+    """Read the process's JSON log lines until one with `event`."""
+    while True:
+        line = first_line(process, STOP_S)
+        assert line, f"the process ended before logging {event}"
+        if json.loads(line).get("event") == event:
+            return
+
+
+def test_a_second_signal_during_the_grace_period_does_not_cut_open_streams(
+    tmp_path: Path,
+) -> None:
+    with contextlib.contextmanager(start_demo)(environment(), 40) as slow_demo:
+        config = demo_config(
+            tmp_path, slow_demo, lambda text: text.replace("format: console", "format: json")
+        )
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        with spawned(proxy_command("--config", str(config), "--port", str(port)),
+                     environment()) as proxy:  # fmt: skip
+            wait_ready(proxy, url)
+            request = urllib.request.Request(
+                url + "/v1/chat/completions",
+                data=json.dumps({**CHAT, "stream": True}).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            with DIRECT.open(request, timeout=10) as stream:
+                first = stream.readline()  # streaming now, for about a second more
+                proxy.send_signal(signal.SIGTERM)
+                read_until_logged(proxy, "proxy.stopping")
+                proxy.send_signal(signal.SIGTERM)  # impatient operator, or a second docker stop
+                rest = stream.read()
+            proxy.communicate(timeout=STOP_S)
+
+    assert (first + rest).endswith(b"data: [DONE]\n\n")
+    assert proxy.returncode == 0

@@ -18,7 +18,7 @@ from proxy.errors import Outcome, StreamFailure
 from proxy.providers import dialect_for
 from proxy.relay import ClientChannel, RelaySettings, StreamPump
 from proxy.stats import RequestRecord
-from tests.conftest import ProxyFactory, RunningProxy
+from tests.conftest import CANARY_UPSTREAM_KEY, ProxyFactory, RunningProxy
 from tests.fake_upstream import Close, FakeUpstream, Hold, Reset, Script, Step
 from tests.relay_support import (
     HEARTBEAT,
@@ -93,6 +93,23 @@ async def test_an_error_body_that_stalls_after_an_early_heartbeat_is_reported_wi
     assert "HTTP 500" in error["message"] and sent.decode()[-5:] in error["message"]
     await assert_finished(proxy, "upstream_error")
     await asyncio.wait_for(upstream.disconnected.wait(), WAIT_S)  # the proxy gave up on it
+
+
+async def test_an_error_body_cut_inside_an_echoed_key_shows_no_part_of_it(
+    start_proxy: ProxyFactory, upstream: FakeUpstream, gate: Gate
+) -> None:
+    proxy = await start_proxy(edit=settings(heartbeat_s=0.05))
+    answer = gate()
+    cut = b'{"error": {"message": "Incorrect API key provided: ' + CANARY_UPSTREAM_KEY[:14].encode()
+    upstream.enqueue(Script(status=401, content_type="application/json", hold_headers=answer,
+                            steps=[cut, Hold(gate())]))  # fmt: skip
+    client = await committed_early(proxy, "openai")
+
+    answer.set()
+    await client.to_end()
+    message = assert_one_error_event(client.events(), "openai")["message"]
+    assert message.endswith("Incorrect API key provided: [redacted]")
+    assert CANARY_UPSTREAM_KEY[:4] not in message
 
 
 @pytest.mark.parametrize("headers_sent", [False, True], ids=["no-headers", "headers-no-body"])

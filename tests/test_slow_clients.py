@@ -97,6 +97,27 @@ async def test_a_failed_stream_to_a_client_that_reads_nothing_is_closed_after_th
     client.close()
 
 
+async def test_a_failed_stream_whose_client_reads_it_all_leaves_nothing_behind(
+    start_proxy: ProxyFactory, upstream: FakeUpstream, gate: Gate
+) -> None:
+    """The flush deadline must not fire at a connection that ended well meanwhile."""
+    loop = asyncio.get_running_loop()
+    loop_errors: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _, context: loop_errors.append(context))
+    proxy = await start_proxy(edit=settings(client_stall_s=0.3))
+    client = await backed_up_stream(proxy, upstream, gate, [Reset()])
+    await assert_finished(proxy, "upstream_error")
+
+    received = bytearray()
+    while data := await loop.sock_recv(client, 65_536):  # the client reads again, to the end
+        received += data
+    client.close()
+    assert b'"error"' in received and not received.endswith(b"0\r\n\r\n")
+    await asyncio.sleep(0.5)  # past client_stall_s: the flush deadline has come and gone
+    loop.set_exception_handler(None)
+    assert loop_errors == []
+
+
 class StalledTransport:
     def __init__(self) -> None:
         self.closed = self.aborted = False
