@@ -12,7 +12,8 @@ import sys
 from aiohttp import web
 
 from proxy.app import create_app, make_runner
-from proxy.config import Config, ConfigError, load_config
+from proxy.config import Config
+from proxy.config_load import ConfigError, load_config
 from proxy.lifecycle import until_stop_signal
 from proxy.log import configure_logging, get_logger
 

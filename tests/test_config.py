@@ -21,9 +21,8 @@ from proxy.config import (
     ServerConfig,
     Timeouts,
     UpstreamConfig,
-    load_config,
-    parse_config,
 )
+from proxy.config_load import load_config, parse_config
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_ENV = {"OPENAI_API_KEY": "sk-openai", "ANTHROPIC_API_KEY": "sk-ant", "BOB_PROXY_KEY": "bk"}
