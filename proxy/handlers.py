@@ -37,8 +37,9 @@ from proxy.relay import (
     StreamPump,
     UpstreamErrorEvent,
     await_with_heartbeats,
+    read_body,
 )
-from proxy.responses import error_response, passthrough_response, read_body, upstream_failure
+from proxy.responses import error_response, passthrough_response, upstream_failure
 from proxy.routing import select_route
 from proxy.stats import RequestRecord
 from proxy.upstream import UpstreamCall, client_response_headers, open_upstream

@@ -18,7 +18,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy.errors import Outcome, StreamFailure
+from proxy.errors import Outcome, StreamFailure, UpstreamTimeout
 from proxy.providers import Dialect
 from proxy.sse import SSEFramer
 from proxy.stats import RequestRecord
@@ -301,3 +301,31 @@ class UpstreamErrorEvent(StreamFailure):
 
     def __init__(self) -> None:
         super().__init__("upstream reported an error in the stream", Outcome.UPSTREAM_ERROR)
+
+
+async def read_body(
+    upstream: aiohttp.ClientResponse, cap: int, timeout_s: float, record: RequestRecord
+) -> bytes:
+    """A whole (non-streamed) upstream body, bounded in size and time; the arrival of its first
+    bytes is the upstream's first byte (not the end of the body)."""
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(timeout_s):
+            while chunk := await upstream.content.readany():
+                if record.upstream_first_byte is None:
+                    record.upstream_first_byte = asyncio.get_running_loop().time()
+                size += len(chunk)
+                if size > cap:
+                    raise StreamFailure(
+                        f"upstream response exceeds {cap} bytes", Outcome.UPSTREAM_ERROR
+                    )
+                parts.append(chunk)
+    except TimeoutError:
+        raise UpstreamTimeout(f"upstream response body took over {timeout_s:g} s") from None
+    except (aiohttp.ClientError, OSError) as exc:
+        raise StreamFailure(
+            f"upstream connection failed while reading the body ({type(exc).__name__})",
+            Outcome.UPSTREAM_ERROR,
+        ) from None
+    return b"".join(parts)

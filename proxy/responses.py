@@ -11,7 +11,7 @@ import aiohttp
 from aiohttp import web
 
 from proxy.config import RouteConfig
-from proxy.errors import Outcome, ProxyError, StreamFailure, UpstreamTimeout
+from proxy.errors import Outcome, ProxyError, StreamFailure
 from proxy.providers import Dialect
 from proxy.stats import RequestRecord
 from proxy.upstream import client_response_headers
@@ -110,31 +110,3 @@ async def upstream_failure(
     failure = StreamFailure(message, Outcome.UPSTREAM_ERROR, status=upstream.status)
     failure.error_type = _ERROR_TYPES.get(upstream.status, "api_error")
     return failure
-
-
-async def read_body(
-    upstream: aiohttp.ClientResponse, cap: int, timeout_s: float, record: RequestRecord
-) -> bytes:
-    """A whole (non-streamed) upstream body, bounded in size and time; the arrival of its first
-    bytes is the upstream's first byte (not the end of the body)."""
-    parts: list[bytes] = []
-    size = 0
-    try:
-        async with asyncio.timeout(timeout_s):
-            while chunk := await upstream.content.readany():
-                if record.upstream_first_byte is None:
-                    record.upstream_first_byte = asyncio.get_running_loop().time()
-                size += len(chunk)
-                if size > cap:
-                    raise StreamFailure(
-                        f"upstream response exceeds {cap} bytes", Outcome.UPSTREAM_ERROR
-                    )
-                parts.append(chunk)
-    except TimeoutError:
-        raise UpstreamTimeout(f"upstream response body took over {timeout_s:g} s") from None
-    except (aiohttp.ClientError, OSError) as exc:
-        raise StreamFailure(
-            f"upstream connection failed while reading the body ({type(exc).__name__})",
-            Outcome.UPSTREAM_ERROR,
-        ) from None
-    return b"".join(parts)
