@@ -11,6 +11,7 @@ import sys
 
 from aiohttp import web
 
+from proxy import keys
 from proxy.app import create_app, make_runner
 from proxy.config import Config
 from proxy.config_load import ConfigError, load_config
@@ -57,7 +58,8 @@ def _os_reason(error: OSError | UnicodeError) -> str:
 async def serve(config: Config, host: str, port: int) -> int:
     """Serve until SIGTERM/SIGINT; the exit status (1: could not listen)."""
     log = get_logger("proxy")
-    runner = make_runner(create_app(config))
+    app = create_app(config)
+    runner = make_runner(app)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, backlog=config.server.listen_backlog).start()
@@ -76,7 +78,8 @@ async def serve(config: Config, host: str, port: int) -> int:
         "proxy.started", host=bound_host, port=bound_port, routes=[r.name for r in config.routes]
     )
     await until_stop_signal()
-    log.info("proxy.stopping")
+    log.info("proxy.stopping", delay_s=config.server.shutdown_delay_s)
+    await app[keys.LIFECYCLE].announce_stop(config.server.shutdown_delay_s)
     await runner.cleanup()
     return 0
 

@@ -75,6 +75,9 @@ class ServerConfig(BaseModel):
     # Below Kubernetes' default terminationGracePeriodSeconds (30), so that the in-band error
     # events for streams still open at the deadline go out before the pod is killed.
     shutdown_grace_s: Seconds = 20.0
+    # Still listening (new requests served) while /readyz already says 503, so that a load
+    # balancer has time to stop sending before the listener closes. 0: close at once.
+    shutdown_delay_s: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
 
 
 class LoggingConfig(BaseModel):

@@ -1,9 +1,10 @@
 """Readiness and graceful shutdown.
 
-On shutdown the listener is already closed (aiohttp stops the sites first); then `/readyz`
-turns 503 and admitted requests get `shutdown_grace_s` to finish. Any still running are
-cancelled; the handler sees `draining` and ends its stream with an in-band error event instead
-of a silent cut.
+On SIGTERM or SIGINT `/readyz` turns 503 at once, and the proxy keeps listening and serving
+for `shutdown_delay_s` (load balancers need a moment to stop sending). Then the listener closes
+(aiohttp stops the sites first) and admitted requests get `shutdown_grace_s` to finish. Any
+still running are cancelled; the handler sees `draining` and ends its stream with an in-band
+error event instead of a silent cut.
 """
 
 from __future__ import annotations
@@ -43,6 +44,13 @@ class Lifecycle:
     @property
     def running(self) -> int:
         return len(self._running)
+
+    async def announce_stop(self, delay_s: float) -> None:
+        """Turn /readyz to 503, then keep serving `delay_s` (load balancers take their time to
+        stop sending); the listener closes after this."""
+        self.ready = False
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)
 
     async def drain(self, grace_s: float) -> None:
         """Let admitted requests finish for `grace_s`, then cancel what is left."""

@@ -421,3 +421,29 @@ def test_a_second_signal_during_the_grace_period_does_not_cut_open_streams(
 
     assert (first + rest).endswith(b"data: [DONE]\n\n")
     assert proxy.returncode == 0
+
+
+def test_during_the_shutdown_delay_readyz_says_503_and_requests_are_still_served(
+    tmp_path: Path, demo_url: str
+) -> None:
+    def edit(text: str) -> str:
+        text = text.replace("format: console", "format: json")
+        return text.replace("server:\n", "server:\n  shutdown_delay_s: 30\n", 1)
+
+    config = demo_config(tmp_path, demo_url, edit)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with spawned(proxy_command("--config", str(config), "--port", str(port)),
+                 environment()) as proxy:  # fmt: skip
+        wait_ready(proxy, url)
+        proxy.send_signal(signal.SIGTERM)
+        read_until_logged(proxy, "proxy.stopping")
+
+        with pytest.raises(urllib.error.HTTPError) as not_ready:
+            DIRECT.open(url + "/readyz", timeout=5)
+        status, _, raw = post(url + "/v1/chat/completions", {**CHAT, "stream": True})
+        assert proxy.poll() is None  # still there: the delay has most of its 30 s to go
+        proxy.kill()
+
+    assert not_ready.value.code == 503
+    assert status == 200 and raw.endswith(b"data: [DONE]\n\n")

@@ -111,7 +111,7 @@ def test_example_file_loads_with_every_key_resolved() -> None:
     config = load_config(REPO / "config" / "example.yaml", EXAMPLE_ENV)
     assert config.server == ServerConfig(
         host="127.0.0.1", port=8080, max_body_bytes=20971520, max_upstream_connections=4096,
-        listen_backlog=1024, shutdown_grace_s=20,
+        listen_backlog=1024, shutdown_grace_s=20, shutdown_delay_s=0,
     )  # fmt: skip
     assert (config.logging.level, config.logging.format) == ("info", "json")
     assert config.defaults == Defaults()
