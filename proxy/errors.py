@@ -66,6 +66,11 @@ class MethodNotAllowed(ClientRequestError):
     error_type = "invalid_request_error"
 
 
+class RequestTimeout(ClientRequestError):
+    status = 408
+    error_type = "timeout_error"
+
+
 class PayloadTooLarge(ClientRequestError):
     status = 413
     error_type = "request_too_large"

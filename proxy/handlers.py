@@ -26,6 +26,7 @@ from proxy.errors import (
     Outcome,
     PayloadTooLarge,
     ProxyError,
+    RequestTimeout,
     StreamFailure,
 )
 from proxy.log import get_logger
@@ -162,17 +163,29 @@ async def request_filter(exchange: Exchange) -> web.StreamResponse:
 
 
 async def _read_request_body(request: web.Request) -> bytes:
-    """The body, refused early when over the cap (not `request.read()`: that keeps a copy)."""
-    limit = request.app[keys.CONFIG].server.max_body_bytes
+    """The body, refused early when over the cap (not `request.read()`: that keeps a copy).
+
+    A client that sends nothing for `client_stall_s` gets a 408; one whose body cannot be
+    decoded (Content-Encoding, chunked framing) a 400."""
+    config = request.app[keys.CONFIG]
+    limit, stall_s = config.server.max_body_bytes, config.defaults.timeouts.client_stall_s
     too_large = PayloadTooLarge(f"request body exceeds {limit} bytes")
     if request.content_length is not None and request.content_length > limit:
         raise too_large
     body = bytearray()
-    async for chunk in request.content.iter_any():
-        body += chunk
-        if len(body) > limit:
-            raise too_large
-    return bytes(body)
+    try:
+        while True:
+            async with asyncio.timeout(stall_s):
+                chunk = await request.content.readany()
+            if not chunk:
+                return bytes(body)
+            body += chunk
+            if len(body) > limit:
+                raise too_large
+    except TimeoutError:
+        raise RequestTimeout(f"request body: nothing arrived for {stall_s:g} s") from None
+    except web.RequestPayloadError:
+        raise BadRequest("request body cannot be decoded (its encoding or framing)") from None
 
 
 def _model_and_stream(body: bytes) -> tuple[str | None, bool]:
@@ -208,8 +221,10 @@ async def upstream_request(exchange: Exchange) -> web.StreamResponse:
     assert route is not None
     auth = request.app[keys.AUTH]
     drop = frozenset({auth.identity_header.lower()}) if auth.identity_header else frozenset()
-    call = UpstreamCall(request.method, request.raw_path, request.headers, exchange.body,
-                        record.request_id, drop)  # fmt: skip
+    timeouts = route.timeouts
+    answer_within_s = timeouts.first_byte_s if record.stream else timeouts.max_stream_s
+    call = UpstreamCall(request.method, request.rel_url.raw_path_qs, request.headers,
+                        exchange.body, record.request_id, drop, answer_within_s)  # fmt: skip
     exchange.body = b""
 
     def on_attempt(upstream: Any) -> None:
@@ -262,6 +277,11 @@ async def upstream_response(
     record, channel = exchange.record, exchange.channel
     try:
         is_sse = upstream.content_type == "text/event-stream"
+        if is_sse and upstream.status < 300 and channel is None:  # a stream, whatever was asked
+            record.stream = True
+            exchange.channel = channel = ClientChannel(
+                exchange.request, record, exchange.dialect, relay_settings(exchange)
+            )
         if upstream.status >= 300 or not (record.stream and is_sse):
             if channel is not None and channel.committed:
                 assert exchange.route is not None
@@ -286,7 +306,8 @@ async def upstream_response(
 async def _pass_through(exchange: Exchange, upstream: aiohttp.ClientResponse) -> web.Response:
     record, route = exchange.record, exchange.route
     assert route is not None
-    body = await read_body(upstream, MAX_UPSTREAM_BODY, route.timeouts.max_stream_s, record)
+    left_s = record.started + route.timeouts.max_stream_s - asyncio.get_running_loop().time()
+    body = await read_body(upstream, MAX_UPSTREAM_BODY, max(left_s, 0.0), record)
     response = passthrough_response(exchange.dialect, upstream, body, route, record)
     ok = upstream.status < 300
     record.settle(Outcome.COMPLETED if ok else Outcome.UPSTREAM_ERROR, upstream.status,

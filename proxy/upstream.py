@@ -24,12 +24,21 @@ HOP_BY_HOP = frozenset(
         "trailer", "trailers", "transfer-encoding", "upgrade", "proxy-connection",
     }
 )  # fmt: skip
-# Never forwarded upstream: the client's credentials, cookies, framing set by aiohttp, and
-# Content-Encoding: aiohttp's server has already decoded a compressed body, it goes up plain.
+# Never forwarded upstream: the client's credentials and account (the upstream key is the
+# operator's: a client's organization or project would not match it; routes can set their own in
+# `headers`), cookies, framing set by aiohttp, Content-Encoding (aiohttp's server has already
+# decoded a compressed body, it goes up plain) and Expect (the body is already here: waiting
+# for a 100 Continue would only cost a round trip, or hang on an upstream that sends none).
 _CLIENT_ONLY = frozenset(
-    {"host", "content-length", "content-encoding", "authorization", "x-api-key", "cookie"}
-)
-_NOT_RETURNED = frozenset({"content-length", "content-encoding", "set-cookie", "x-request-id"})
+    {"host", "content-length", "content-encoding", "authorization", "x-api-key", "cookie",
+     "expect", "openai-organization", "openai-project"}
+)  # fmt: skip
+# Not returned to clients: framing, cookies, the upstream's request id (returned renamed), the
+# operator's account at the provider, and what only holds for the provider's own host.
+_NOT_RETURNED = frozenset(
+    {"content-length", "content-encoding", "set-cookie", "x-request-id", "openai-organization",
+     "openai-project", "anthropic-organization-id", "alt-svc", "strict-transport-security"}
+)  # fmt: skip
 FAILOVER_STATUSES = frozenset({502, 503, 504})
 
 
@@ -92,6 +101,9 @@ class UpstreamCall:
     body: bytes
     request_id: str
     drop_headers: frozenset[str] = frozenset()
+    # How long the upstream may take to answer with headers: the first-byte timeout for a stream;
+    # the whole max_stream_s otherwise (a non-streamed answer comes only once it is generated).
+    answer_within_s: float = 120.0
 
 
 async def _attempt(
@@ -130,8 +142,8 @@ async def open_upstream(
 ) -> aiohttp.ClientResponse:
     """The first upstream that answers with something other than 502/503/504.
 
-    Response headers must arrive within the route's first-byte timeout; the connection itself
-    within `connect_s` (the session's per-request timeout). Exhausting the route is a 502.
+    Response headers must arrive within `call.answer_within_s`; the connection itself within
+    the route's `connect_s`. Exhausting the route is a 502.
     """
     failures: list[str] = []
     retry_after: dict[str, str] = {}
@@ -139,13 +151,13 @@ async def open_upstream(
     for upstream in route.upstreams:
         on_attempt(upstream)
         try:
-            async with asyncio.timeout(route.timeouts.first_byte_s) as timer:
+            async with asyncio.timeout(call.answer_within_s) as timer:
                 response = await _attempt(session, upstream, call, dialect, connect)
         except (aiohttp.ClientError, OSError) as exc:
             if timer.expired():
                 raise UpstreamTimeout(
                     f"upstream {upstream.name!r} sent no response headers within "
-                    f"{route.timeouts.first_byte_s:g} s"
+                    f"{call.answer_within_s:g} s"
                 ) from None
             if _not_connected(exc):
                 failures.append(f"{upstream.name}: could not connect")

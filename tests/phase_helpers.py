@@ -267,8 +267,11 @@ class RawClient:
         return _parse_head(await self.reader.readuntil(b"\r\n\r\n"))
 
     async def response(self) -> RawResponse:
-        """One whole response: by Content-Length, chunked to its last chunk, or to EOF."""
+        """One whole response (after any 1xx interim one): by Content-Length, chunked to its last
+        chunk, or to EOF."""
         status, headers = await self.head()
+        while 100 <= status < 200:  # e.g. 100 Continue, when the request said Expect
+            status, headers = await self.head()
         if "Content-Length" in headers:
             body = await self.reader.readexactly(int(headers["Content-Length"]))
         elif headers.get("Transfer-Encoding", "").lower() == "chunked":

@@ -24,16 +24,20 @@ from tests.conftest import (
     ProxyFactory,
     RunningProxy,
 )
-from tests.fake_upstream import FakeUpstream, Script
+from tests.fake_upstream import FakeUpstream, Hold, Script
 from tests.phase_helpers import (
     CHAT,
+    DONE,
     MESSAGE_STOP,
     MESSAGES,
     PLAIN,
+    ROLE,
     Edit,
+    EventReader,
     RawClient,
     add_user,
     anthropic_stream,
+    chat_chunk,
     chat_stream,
     closed_port,
     compose,
@@ -226,11 +230,14 @@ HOP_BY_HOP_REQUEST = [
     ("Proxy-Authorization", "Basic cHJveHk6c2VjcmV0"),
     ("Cookie", "session=abc"),
     ("Accept-Encoding", "gzip, br"),
+    ("Expect", "100-continue"),  # curl's, for bodies over 1 KiB: the proxy has the body already
+    ("OpenAI-Organization", "org-of-the-client"),  # the upstream key is the operator's
+    ("OpenAI-Project", "proj-of-the-client"),
     ("X-Client-Note", "kept"),
 ]
 NEVER_FORWARDED = [
     "x-api-key", "cookie", "connection", "x-hop-named", "keep-alive", "te", "upgrade",
-    "proxy-authorization",
+    "proxy-authorization", "expect", "openai-organization", "openai-project",
 ]  # fmt: skip
 
 
@@ -246,6 +253,16 @@ async def test_upstream_gets_no_client_credentials_or_hop_by_hop_headers(
     assert seen["authorization"] == f"Bearer {CANARY_UPSTREAM_KEY}"
     assert seen["accept-encoding"] == "identity"
     assert seen["x-client-note"] == "kept"
+
+
+async def test_an_absolute_form_request_target_reaches_the_upstream_as_a_path(
+    proxy: RunningProxy, upstream: FakeUpstream
+) -> None:
+    auth = [("Authorization", f"Bearer {CANARY_CLIENT_KEY}")]
+    target = proxy.url + "/v1/chat/completions?trace=1"  # as a client configured as a proxy sends
+    response = await raw_request(proxy, target, json.dumps(CHAT).encode(), auth)
+    assert response.status == 200
+    assert upstream.requests[0].path == "/v1/chat/completions?trace=1"
 
 
 async def test_anthropic_route_sends_x_api_key_and_keeps_anthropic_version(
@@ -365,6 +382,34 @@ async def test_chunked_body_over_the_cap_is_refused_without_an_upstream_call(
     assert response.status == 413
     assert_openai_error(await response.json(), "request_too_large")
     assert upstream.requests == []
+
+
+BODY_FAULTS = {
+    # (what the client sends after the head, extra headers, status, error type)
+    "gzip-that-is-not": (b"not gzip at all" * 4, [("Content-Encoding", "gzip")], 400,
+                         "invalid_request_error"),
+    "body-that-stops-coming": (b'{"model": "gpt-', [("Content-Length", "100")], 408,
+                               "timeout_error"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("sent", "headers", "status", "error_type"), BODY_FAULTS.values(),
+                         ids=list(BODY_FAULTS))  # fmt: skip
+async def test_a_body_the_proxy_cannot_read_is_a_client_error(
+    start_proxy: ProxyFactory,
+    upstream: FakeUpstream,
+    sent: bytes,
+    headers: list[tuple[str, str]],
+    status: int,
+    error_type: str,
+) -> None:
+    proxy = await start_proxy(edit=set_defaults(timeouts={"client_stall_s": 0.3}))
+    auth = ("Authorization", f"Bearer {CANARY_CLIENT_KEY}")
+    response = await raw_request(proxy, "/v1/chat/completions", sent, [auth, *headers])
+    assert response.status == status
+    assert_openai_error(json.loads(response.body), error_type)
+    assert upstream.requests == []
+    assert proxy.metric("llm_proxy_client_errors_total", {"status": str(status)}) == 1
 
 
 async def test_client_errors_are_not_logged_as_internal_errors(
@@ -544,6 +589,21 @@ async def test_slow_upstream_headers_are_a_504(
 
 # --- non-streaming requests ---
 
+
+async def test_a_non_streamed_answer_may_take_longer_than_the_first_byte_timeout(
+    start_proxy: ProxyFactory, upstream: FakeUpstream
+) -> None:
+    """Its headers come only once the whole answer is generated: max_stream_s bounds that."""
+    proxy = await start_proxy(edit=set_defaults(timeouts={"first_byte_s": 0.2}))
+    done = asyncio.Event()
+    upstream.enqueue(Script(content_type="application/json", whole_body=b'{"id": "c1"}',
+                            hold_headers=done))  # fmt: skip
+    asyncio.get_running_loop().call_later(0.6, done.set)  # generation takes 3x first_byte_s
+    response = await proxy.post("/v1/chat/completions", PLAIN)
+    assert response.status == 200
+    assert await response.read() == b'{"id": "c1"}'
+
+
 COMPLETION = {
     "id": "c1",
     "object": "chat.completion",
@@ -552,16 +612,42 @@ COMPLETION = {
 }
 
 
+@pytest.mark.parametrize("asked", [{}, {"stream": "true"}], ids=["no-stream-key", "string-true"])
+async def test_an_event_stream_answer_is_relayed_as_a_stream_whatever_the_request_said(
+    proxy: RunningProxy, upstream: FakeUpstream, asked: dict[str, Any]
+) -> None:
+    """An upstream that accepts `"stream": "true"` (or streams by default) must not have its
+    stream gathered into one late body without heartbeats or timeouts."""
+    go = asyncio.Event()
+    upstream.enqueue(Script(steps=[ROLE, chat_chunk("early"), Hold(go), chat_chunk("late"), DONE]))
+    reader = EventReader(await proxy.post("/v1/chat/completions", {**PLAIN, **asked}))
+    await reader.until(b'"early"')  # while the upstream still holds the rest
+    go.set()
+    await reader.rest()
+    line = await last_finished(proxy)
+    assert (line["stream"], line["outcome"], line["output_tokens"]) == (True, "completed", 2)
+
+
+# The operator's account at the provider, and what only holds for the provider's own host.
+OPERATOR_ONLY = {
+    "openai-organization": "org-operator",
+    "anthropic-organization-id": "a1b2",
+    "alt-svc": 'h3=":443"',
+    "strict-transport-security": "max-age=31536000",
+}
+
+
 async def test_non_streaming_request_is_proxied_and_its_usage_counted(
     proxy: RunningProxy, upstream: FakeUpstream
 ) -> None:
     body = json.dumps(COMPLETION, indent=1).encode()
-    upstream.enqueue(Script(content_type="application/json", whole_body=body,
-                            headers={"x-ratelimit-remaining-tokens": "999"}))  # fmt: skip
+    headers = {**OPERATOR_ONLY, "x-ratelimit-remaining-tokens": "999"}
+    upstream.enqueue(Script(content_type="application/json", whole_body=body, headers=headers))
     response = await proxy.post("/v1/chat/completions", PLAIN)
     assert response.status == 200
     assert await response.read() == body
     assert response.headers["x-ratelimit-remaining-tokens"] == "999"
+    assert not set(OPERATOR_ONLY) & {name.lower() for name in response.headers}
     line = await last_finished(proxy)
     assert line["ttft_ms"] is None
     assert (line["stream"], line["outcome"], line["output_tokens"]) == (False, "completed", 7)
