@@ -115,7 +115,7 @@ def _max_tokens(body: Mapping[str, Any], keys: Iterable[str], default: int) -> i
 async def _read_json(request: web.Request) -> Mapping[str, Any]:
     try:
         body = json.loads(await request.read())
-    except ValueError:  # includes UnicodeDecodeError
+    except (ValueError, RecursionError):  # includes UnicodeDecodeError; nesting too deep
         raise RequestError("We could not parse the JSON body of your request.") from None
     if not isinstance(body, dict):
         raise RequestError("The request body must be a JSON object.")
@@ -225,7 +225,7 @@ async def _healthz(_request: web.Request) -> web.Response:
 
 def create_demo_app(settings: DemoSettings = DemoSettings()) -> web.Application:
     """The demo provider as an aiohttp application (response ids are numbered per app)."""
-    app = web.Application()
+    app = web.Application(client_max_size=64 * 1024 * 1024)  # above any proxy's max_body_bytes
     ids = itertools.count(1)
     for path, endpoint in _ENDPOINTS.items():
         app.router.add_post(path, _handler(endpoint, settings, ids))

@@ -280,7 +280,11 @@ async def test_raw_wire_format(http: Client, path: str, last_event: str) -> None
 @pytest.mark.parametrize(
     "path", ["/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages"]
 )
-@pytest.mark.parametrize("payload", [b"{not json", b"[1, 2]"])
+@pytest.mark.parametrize(
+    "payload",
+    [b"{not json", b"[1, 2]", b"[" * 20_000 + b"]" * 20_000],
+    ids=["not-json", "not-an-object", "nested-too-deep"],
+)
 async def test_invalid_json_gets_the_providers_error_shape(
     http: Client, path: str, payload: bytes
 ) -> None:
@@ -295,6 +299,14 @@ async def test_invalid_json_gets_the_providers_error_shape(
         assert body["error"]["type"] == "invalid_request_error"
         assert body["error"]["code"] is None
         assert body["error"]["message"]
+
+
+async def test_a_prompt_over_a_mebibyte_is_answered(http: Client) -> None:
+    """The proxy lets 20 MiB through by default; the demo behind it must not refuse at 1 MiB."""
+    long = {"model": "demo", "messages": [{"role": "user", "content": "x" * 2_000_000}]}
+    async with http.post("/v1/chat/completions", json=long) as response:
+        assert response.status == 200
+        assert (await response.json())["object"] == "chat.completion"
 
 
 async def test_sdks_raise_bad_request_for_an_invalid_budget(
