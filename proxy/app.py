@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from proxy import keys
 from proxy.auth import Authenticator
 from proxy.config import Config
+from proxy.cors import add_cors_headers, cors_preflight
 from proxy.handlers import proxy_handler
 from proxy.lifecycle import Lifecycle
 from proxy.limits import ConcurrencyLimiter
@@ -87,8 +88,10 @@ def create_app(
     limiter: ConcurrencyLimiter | None = None,
 ) -> web.Application:
     app = web.Application(
-        client_max_size=config.server.max_body_bytes, middlewares=[request_id_middleware]
+        client_max_size=config.server.max_body_bytes,
+        middlewares=[request_id_middleware, cors_preflight],
     )
+    app.on_response_prepare.append(add_cors_headers)
     app[keys.CONFIG] = config
     app[keys.AUTH] = Authenticator(config.auth)
     app[keys.METRICS] = ProxyMetrics(registry if registry is not None else CollectorRegistry())

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Annotated, Literal, final
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from proxy.config_yaml import (
     STRICT,
@@ -21,6 +21,7 @@ from proxy.config_yaml import (
     Count,
     Name,
     Seconds,
+    check_origin,
 )
 
 __all__ = [
@@ -63,6 +64,9 @@ class Secret:
 # --- public sections that are used exactly as written in the file ---
 
 
+Origin = Annotated[str, AfterValidator(check_origin)]
+
+
 class ServerConfig(BaseModel):
     """`server:` where to listen, and how much to accept."""
 
@@ -78,6 +82,8 @@ class ServerConfig(BaseModel):
     # Still listening (new requests served) while /readyz already says 503, so that a load
     # balancer has time to stop sending before the listener closes. 0: close at once.
     shutdown_delay_s: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+    # Origins whose pages may call the proxy with `fetch` (proxy/cors.py); "*" for any.
+    cors_allow_origins: list[Origin] = Field(default_factory=list)
 
 
 class LoggingConfig(BaseModel):

@@ -114,6 +114,18 @@ def check_env_name(name: str) -> str:
     return name
 
 
+_ORIGIN = re.compile(r"\*|https?://[^/\s?#@]+")
+
+
+def check_origin(origin: str) -> str:
+    if not _ORIGIN.fullmatch(origin):
+        raise ValueError(
+            "must be '*' or an origin: scheme and host, optional port, no path, "
+            "e.g. https://app.example.com"
+        )
+    return origin
+
+
 def check_sha256(digest: str) -> str:
     if not _SHA256_HEX.fullmatch(digest):
         raise ValueError("must be a sha256 digest: 64 hexadecimal characters")

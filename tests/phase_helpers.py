@@ -312,11 +312,15 @@ def request_bytes(
 
 
 async def raw_request(
-    proxy: RunningProxy, path: str, body: bytes, headers: Iterable[tuple[str, str]]
+    proxy: RunningProxy,
+    path: str,
+    body: bytes,
+    headers: Iterable[tuple[str, str]],
+    method: str = "POST",
 ) -> RawResponse:
     client = await RawClient.connect(proxy.url)
     try:
-        await client.send(request_bytes(path, body, headers))
+        await client.send(request_bytes(path, body, headers, method))
         return await client.response()
     finally:
         client.close()

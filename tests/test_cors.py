@@ -1,0 +1,71 @@
+"""A page of another origin calling the proxy with `fetch`: what the browser needs to see.
+
+The browser sends a preflight without credentials, then the real request with its key; it hands
+the page a response (an error too) only if the response names the page's origin.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.conftest import ProxyFactory
+from tests.fake_upstream import FakeUpstream
+from tests.phase_helpers import CHAT, DONE, raw_request
+
+APP = "https://app.example.com"
+PREFLIGHT = [
+    ("Origin", APP),
+    ("Access-Control-Request-Method", "POST"),
+    ("Access-Control-Request-Headers", "authorization,content-type,x-request-id"),
+]
+
+
+def allow(*origins: str) -> Any:
+    def edit(document: dict[str, Any]) -> None:
+        document.setdefault("server", {})["cors_allow_origins"] = list(origins)
+
+    return edit
+
+
+@pytest.mark.parametrize("origins", [[APP], ["*"]], ids=["listed", "any"])
+async def test_a_preflight_from_an_allowed_origin_is_answered_before_authentication(
+    start_proxy: ProxyFactory, upstream: FakeUpstream, origins: list[str]
+) -> None:
+    proxy = await start_proxy(edit=allow(*origins))
+    response = await raw_request(proxy, "/v1/chat/completions", b"", PREFLIGHT, "OPTIONS")
+    assert response.status == 204
+    headers = response.headers
+    assert headers["Access-Control-Allow-Origin"] == APP
+    assert "POST" in headers["Access-Control-Allow-Methods"]
+    assert headers["Access-Control-Allow-Headers"] == "authorization,content-type,x-request-id"
+    assert upstream.requests == [] and proxy.limiter.active("alice") == 0
+
+
+async def test_a_stream_and_an_error_both_reach_a_page_of_an_allowed_origin(
+    start_proxy: ProxyFactory, upstream: FakeUpstream
+) -> None:
+    proxy = await start_proxy(edit=allow(APP))
+    streamed = await proxy.post("/v1/chat/completions", CHAT, Origin=APP)
+    assert (await streamed.read()).endswith(DONE)
+    refused = await proxy.post("/v1/chat/completions", CHAT, Origin=APP, Authorization="Bearer x")
+    assert refused.status == 401
+
+    for response in (streamed, refused):
+        assert response.headers["Access-Control-Allow-Origin"] == APP
+        assert response.headers["Access-Control-Expose-Headers"] == "*"  # X-Request-Id, ...
+        assert "Origin" in response.headers.getall("Vary")
+
+
+@pytest.mark.parametrize("origins", [[], ["https://other.example.com"]], ids=["off", "other"])
+async def test_an_origin_not_allowed_gets_no_cors_headers(
+    start_proxy: ProxyFactory, upstream: FakeUpstream, origins: list[str]
+) -> None:
+    proxy = await start_proxy(edit=allow(*origins))
+    preflight = await raw_request(proxy, "/v1/chat/completions", b"", PREFLIGHT, "OPTIONS")
+    assert preflight.status == 405
+    streamed = await proxy.post("/v1/chat/completions", CHAT, Origin=APP)
+    assert (await streamed.read()).endswith(DONE)
+    for headers in (preflight.headers, streamed.headers):
+        assert not any(name.lower().startswith("access-control-") for name in headers)
