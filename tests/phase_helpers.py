@@ -358,3 +358,19 @@ async def ignore(awaitable: Awaitable[Any]) -> None:
     """Await, swallowing the errors of a stream the proxy ended abnormally on purpose."""
     with contextlib.suppress(aiohttp.ClientError, asyncio.IncompleteReadError, ConnectionError):
         await awaitable
+
+
+# --- the limiter ---
+
+
+def spy_on_acquire(monkeypatch: pytest.MonkeyPatch, proxy: RunningProxy) -> list[str]:
+    """The users the proxy asks the limiter for a slot for."""
+    calls: list[str] = []
+    original = proxy.limiter.acquire
+
+    def acquire(user: str, limit: int) -> Any:
+        calls.append(user)
+        return original(user, limit)
+
+    monkeypatch.setattr(proxy.limiter, "acquire", acquire)
+    return calls

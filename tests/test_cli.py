@@ -293,10 +293,8 @@ def test_proxy_process_streams_logs_json_and_stops_on_sigterm(
             assert json.load(health) == {"status": "ok"}
 
         proxy.send_signal(signal.SIGTERM)
-        stopped_at = time.monotonic()
-        stdout, stderr = proxy.communicate(timeout=STOP_S)
+        stdout, stderr = proxy.communicate(timeout=STOP_S)  # raises if it takes longer
         assert proxy.returncode == 0, stderr
-        assert time.monotonic() - stopped_at < STOP_S
 
     assert status == 200
     assert headers["Content-Type"].startswith("text/event-stream")
@@ -420,6 +418,7 @@ def test_a_second_signal_during_the_grace_period_does_not_cut_open_streams(
             proxy.communicate(timeout=STOP_S)
 
     assert (first + rest).endswith(b"data: [DONE]\n\n")
+    assert rest.count(b'"content"') >= 10  # most of the stream came after the second signal
     assert proxy.returncode == 0
 
 

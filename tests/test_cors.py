@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import ProxyFactory
 from tests.fake_upstream import FakeUpstream
-from tests.phase_helpers import CHAT, DONE, raw_request
+from tests.phase_helpers import CHAT, DONE, raw_request, spy_on_acquire
 
 APP = "https://app.example.com"
 PREFLIGHT = [
@@ -31,16 +31,20 @@ def allow(*origins: str) -> Any:
 
 @pytest.mark.parametrize("origins", [[APP], ["*"]], ids=["listed", "any"])
 async def test_a_preflight_from_an_allowed_origin_is_answered_before_authentication(
-    start_proxy: ProxyFactory, upstream: FakeUpstream, origins: list[str]
+    start_proxy: ProxyFactory,
+    upstream: FakeUpstream,
+    monkeypatch: pytest.MonkeyPatch,
+    origins: list[str],
 ) -> None:
     proxy = await start_proxy(edit=allow(*origins))
+    acquired = spy_on_acquire(monkeypatch, proxy)
     response = await raw_request(proxy, "/v1/chat/completions", b"", PREFLIGHT, "OPTIONS")
     assert response.status == 204
     headers = response.headers
     assert headers["Access-Control-Allow-Origin"] == APP
     assert "POST" in headers["Access-Control-Allow-Methods"]
     assert headers["Access-Control-Allow-Headers"] == "authorization,content-type,x-request-id"
-    assert upstream.requests == [] and proxy.limiter.active("alice") == 0
+    assert upstream.requests == [] and acquired == []
 
 
 async def test_a_stream_and_an_error_both_reach_a_page_of_an_allowed_origin(

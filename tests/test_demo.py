@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import signal
@@ -24,6 +23,8 @@ from openai.types.responses import ResponseInputParam
 
 from proxy.demo import DemoSettings, create_demo_app
 from proxy.demo_text import tokenize
+from tests.relay_support import eventually
+from tests.sdk_clients import local_anthropic, local_openai
 
 FAST = DemoSettings(token_delay_s=0, first_token_delay_s=0)
 CHAT: list[ChatCompletionMessageParam] = [
@@ -49,14 +50,14 @@ async def http(demo: TestServer, aiohttp_client) -> Client:
 @pytest.fixture
 async def oai(demo: TestServer) -> AsyncIterator[openai.AsyncOpenAI]:
     base = f"http://127.0.0.1:{demo.port}/v1"
-    async with openai.AsyncOpenAI(base_url=base, api_key="x", max_retries=0) as client:
+    async with local_openai(base) as client:
         yield client
 
 
 @pytest.fixture
 async def claude(demo: TestServer) -> AsyncIterator[anthropic.AsyncAnthropic]:
     base = f"http://127.0.0.1:{demo.port}"
-    async with anthropic.AsyncAnthropic(base_url=base, api_key="x", max_retries=0) as client:
+    async with local_anthropic(base) as client:
         yield client
 
 
@@ -135,7 +136,7 @@ async def test_chat_max_tokens_caps_the_reply(oai: openai.AsyncOpenAI, key: str)
 async def test_chat_default_budget_is_the_settings_default(aiohttp_server) -> None:
     server = await aiohttp_server(create_demo_app(DemoSettings(0, 0, default_max_tokens=3)))
     base = f"http://127.0.0.1:{server.port}/v1"
-    async with openai.AsyncOpenAI(base_url=base, api_key="x", max_retries=0) as client:
+    async with local_openai(base) as client:
         whole = await client.chat.completions.create(model="m", messages=CHAT)
     assert whole.usage is not None
     assert whole.usage.completion_tokens == 3
@@ -325,7 +326,6 @@ async def test_pacing_delays_the_first_token_then_each_token(aiohttp_client) -> 
     started = time.monotonic()
     async with client.post("/v1/chat/completions", json=body) as response:
         role = await response.content.readline()
-        role_at = time.monotonic()
         assert await response.content.readline() == b"\n"
         first_token = await response.content.readline()
         first_token_at = time.monotonic()
@@ -333,7 +333,8 @@ async def test_pacing_delays_the_first_token_then_each_token(aiohttp_client) -> 
         done_at = time.monotonic()
     assert b'"role":"assistant"' in role
     assert b'"content":"You"' in first_token
-    assert first_token_at - role_at >= 0.04  # "thinking" happens after the role chunk is sent
+    # Lower bounds only, which load cannot break; how precise the pacing is belongs in bench/.
+    assert first_token_at - started >= 0.05  # "thinking" before the first token
     assert done_at - started >= 0.05 + 2 * 0.01 - 0.005
 
 
@@ -345,7 +346,10 @@ async def test_a_client_leaving_mid_stream_is_quiet_and_harmless(
     response = await client.post("/v1/chat/completions", json=body)
     assert b"role" in await response.content.readline()
     response.close()  # drop the connection with most of the reply unsent
-    await asyncio.sleep(0.05)
+    runner = client.server.runner
+    assert runner is not None and runner.server is not None
+    server = runner.server
+    await eventually(lambda: not server.connections)  # the server has seen it go
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
     async with client.get("/healthz") as health:  # and the server carries on
         assert health.status == 200

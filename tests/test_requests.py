@@ -46,6 +46,7 @@ from tests.phase_helpers import (
     raw_request,
     request_bytes,
     set_defaults,
+    spy_on_acquire,
 )
 
 WRONG_KEY = "pk-wrong-key-0d9c8b7a6f"
@@ -328,19 +329,6 @@ CLIENT_ERRORS = [
     pytest.param(ClientError("/v1/chat/completions", b"", 405, "invalid_request_error",
                              method="GET"), id="get"),
 ]  # fmt: skip
-
-
-def spy_on_acquire(monkeypatch: pytest.MonkeyPatch, proxy: RunningProxy) -> list[str]:
-    """The users the proxy asks the limiter for a slot for."""
-    calls: list[str] = []
-    original = proxy.limiter.acquire
-
-    def acquire(user: str, limit: int) -> Any:
-        calls.append(user)
-        return original(user, limit)
-
-    monkeypatch.setattr(proxy.limiter, "acquire", acquire)
-    return calls
 
 
 @pytest.mark.parametrize("case", CLIENT_ERRORS)

@@ -32,6 +32,7 @@ from proxy.demo_text import (
 )
 from tests.conftest import CANARY_CLIENT_KEY, CANARY_UPSTREAM_KEY, ProxyFactory, RunningProxy
 from tests.fake_upstream import Close, FakeUpstream, Hold, Reset, Script, Step
+from tests.sdk_clients import local_anthropic, local_openai
 
 USER_TEXT = "Hello there, how are you?"
 PROMPT_WORDS = 5  # the demo counts the words of every prompt text
@@ -76,13 +77,13 @@ async def demo_proxy(start_proxy: ProxyFactory, demo_url: str) -> RunningProxy:
 
 
 def openai_client(proxy: RunningProxy, api_key: str = CANARY_CLIENT_KEY) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=proxy.url + "/v1", api_key=api_key, max_retries=0)
+    return local_openai(proxy.url + "/v1", api_key)
 
 
 def anthropic_client(
     proxy: RunningProxy, api_key: str = CANARY_CLIENT_KEY
 ) -> anthropic.AsyncAnthropic:
-    return anthropic.AsyncAnthropic(base_url=proxy.url, api_key=api_key, max_retries=0)
+    return local_anthropic(proxy.url, api_key)
 
 
 @pytest.fixture
