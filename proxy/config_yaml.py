@@ -114,14 +114,16 @@ def check_env_name(name: str) -> str:
     return name
 
 
-_ORIGIN = re.compile(r"\*|https?://[^/\s?#@]+")
+_ORIGIN = re.compile(r"\*|https?://[a-z0-9.\-]+(:[0-9]{1,5})?")
 
 
 def check_origin(origin: str) -> str:
-    if not _ORIGIN.fullmatch(origin):
+    """As a browser sends it: lower case, no path, no default port, no wildcard in the host."""
+    default_port = ":443" if origin.startswith("https:") else ":80"
+    if not _ORIGIN.fullmatch(origin) or origin.endswith(default_port):
         raise ValueError(
-            "must be '*' or an origin: scheme and host, optional port, no path, "
-            "e.g. https://app.example.com"
+            "must be '*' or an origin as browsers send it: lower-case scheme and host, a port "
+            "only if not the default, no path, e.g. https://app.example.com"
         )
     return origin
 

@@ -4,8 +4,10 @@ Off unless `server.cors_allow_origins` lists origins (or `"*"`). For an allowed 
 preflight (`OPTIONS` with `Access-Control-Request-Method`) is answered here, before
 authentication, since browsers send it without credentials; every other response, errors
 included so that a page can read them, carries the origin and exposes the headers clients use
-(`X-Request-Id`, `Retry-After`, rate-limit headers). Origins are echoed, never `*`, so the same
-answer also holds for requests made with credentials.
+(`X-Request-Id`, `Retry-After`, rate-limit headers). The allowed origin is echoed, and
+`Vary: Origin` keeps shared caches from mixing answers. The proxy's own endpoints (`/metrics`,
+`/healthz`, `/readyz`) are never opened to pages: metrics need no key. The upstream's own
+`Access-Control-*` headers never reach the client (`proxy.upstream`).
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ from aiohttp.typedefs import Handler
 from proxy import keys
 
 PREFLIGHT_MAX_AGE_S = 600
+OWN_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
 
 
 def allowed_origin(request: web.Request) -> str | None:
-    """The request's `Origin` if the config allows it, else None."""
+    """The request's `Origin` if the config allows it here, else None."""
     origin = request.headers.get("Origin")
     allowed = request.app[keys.CONFIG].server.cors_allow_origins
-    if origin is None or not allowed:
+    if origin is None or not allowed or request.path in OWN_PATHS:
         return None
     return origin if "*" in allowed or origin in allowed else None
 
@@ -44,10 +47,11 @@ async def cors_preflight(request: web.Request, handler: Handler) -> web.StreamRe
 
 async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
     """`on_response_prepare`: the headers a browser needs to hand any response to the page."""
+    if "Origin" in request.headers and request.app[keys.CONFIG].server.cors_allow_origins:
+        response.headers.add("Vary", "Origin")  # the answer depends on it, allowed or not
     origin = allowed_origin(request)
     if origin is None:
         return
     response.headers["Access-Control-Allow-Origin"] = origin
-    response.headers.add("Vary", "Origin")
     if request.method != "OPTIONS":
         response.headers["Access-Control-Expose-Headers"] = "*"

@@ -225,7 +225,7 @@ async def _healthz(_request: web.Request) -> web.Response:
 
 def create_demo_app(settings: DemoSettings = DemoSettings()) -> web.Application:
     """The demo provider as an aiohttp application (response ids are numbered per app)."""
-    app = web.Application(client_max_size=64 * 1024 * 1024)  # above any proxy's max_body_bytes
+    app = web.Application(client_max_size=64 * 1024 * 1024)  # over the proxy's default 20 MiB
     ids = itertools.count(1)
     for path, endpoint in _ENDPOINTS.items():
         app.router.add_post(path, _handler(endpoint, settings, ids))

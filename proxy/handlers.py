@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,13 +19,10 @@ from proxy import keys
 from proxy.auth import Caller
 from proxy.config import RouteConfig
 from proxy.errors import (
-    BadRequest,
     ClientRequestError,
     MethodNotAllowed,
     Outcome,
-    PayloadTooLarge,
     ProxyError,
-    RequestTimeout,
     StreamFailure,
 )
 from proxy.log import get_logger
@@ -40,6 +36,7 @@ from proxy.relay import (
     await_with_heartbeats,
     read_body,
 )
+from proxy.request_body import model_and_stream, read_request_body
 from proxy.responses import error_response, passthrough_response, upstream_failure
 from proxy.routing import select_route
 from proxy.stats import RequestRecord
@@ -140,8 +137,8 @@ async def request_filter(exchange: Exchange) -> web.StreamResponse:
         raise MethodNotAllowed("only POST is proxied", headers={"Allow": "POST"})
     exchange.caller = request.app[keys.AUTH].caller(request.headers)
     record.user = exchange.caller.name
-    exchange.body = await _read_request_body(request)
-    record.model, record.stream = _model_and_stream(exchange.body)
+    exchange.body = await read_request_body(request)
+    record.model, record.stream = model_and_stream(exchange.body)
     route = select_route(request.app[keys.CONFIG].routes, request.path, record.model)
     exchange.route, record.route = route, route.name
     exchange.dialect = dialect_for(route.provider)
@@ -160,46 +157,6 @@ async def request_filter(exchange: Exchange) -> web.StreamResponse:
         if error.outcome is Outcome.REJECTED:
             metrics.limit_rejections.labels(route.name, "concurrency").inc()
         raise
-
-
-async def _read_request_body(request: web.Request) -> bytes:
-    """The body, refused early when over the cap (not `request.read()`: that keeps a copy).
-
-    A client that sends nothing for `client_stall_s` gets a 408; one whose body cannot be
-    decoded (Content-Encoding, chunked framing) a 400."""
-    config = request.app[keys.CONFIG]
-    limit, stall_s = config.server.max_body_bytes, config.defaults.timeouts.client_stall_s
-    too_large = PayloadTooLarge(f"request body exceeds {limit} bytes")
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large
-    body = bytearray()
-    try:
-        while True:
-            async with asyncio.timeout(stall_s):
-                chunk = await request.content.readany()
-            if not chunk:
-                return bytes(body)
-            body += chunk
-            if len(body) > limit:
-                raise too_large
-    except TimeoutError:
-        raise RequestTimeout(f"request body: nothing arrived for {stall_s:g} s") from None
-    except web.RequestPayloadError:
-        raise BadRequest("request body cannot be decoded (its encoding or framing)") from None
-
-
-def _model_and_stream(body: bytes) -> tuple[str | None, bool]:
-    """What routing and the relay need from the body; the parsed JSON is not kept."""
-    try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError):  # nesting deeper than the parser's recursion limit
-        raise BadRequest("request body is not valid JSON") from None
-    if not isinstance(payload, dict):
-        raise BadRequest("request body must be a JSON object")
-    model = payload.get("model")
-    if model is not None and not isinstance(model, str):
-        raise BadRequest('"model" must be a string')
-    return model, payload.get("stream") is True
 
 
 def relay_settings(exchange: Exchange) -> RelaySettings:
@@ -221,8 +178,10 @@ async def upstream_request(exchange: Exchange) -> web.StreamResponse:
     assert route is not None
     auth = request.app[keys.AUTH]
     drop = frozenset({auth.identity_header.lower()}) if auth.identity_header else frozenset()
-    timeouts = route.timeouts
-    answer_within_s = timeouts.first_byte_s if record.stream else timeouts.max_stream_s
+    timeouts, now = route.timeouts, asyncio.get_running_loop().time()
+    answer_within_s = (  # a whole answer comes when it is generated: what is left of the budget
+        timeouts.first_byte_s if record.stream else record.started + timeouts.max_stream_s - now
+    )
     call = UpstreamCall(request.method, request.rel_url.raw_path_qs, request.headers,
                         exchange.body, record.request_id, drop, answer_within_s)  # fmt: skip
     exchange.body = b""
@@ -275,13 +234,15 @@ async def upstream_response(
 ) -> web.StreamResponse:
     """Pass non-streams and errors through honestly; relay event streams."""
     record, channel = exchange.record, exchange.channel
+    first_byte_from = None
     try:
         is_sse = upstream.content_type == "text/event-stream"
         if is_sse and upstream.status < 300 and channel is None:  # a stream, whatever was asked
-            record.stream = True
+            record.stream = True  # its headers had max_stream_s; its first event gets first_byte_s
             exchange.channel = channel = ClientChannel(
                 exchange.request, record, exchange.dialect, relay_settings(exchange)
             )
+            first_byte_from = channel.loop.time()
         if upstream.status >= 300 or not (record.stream and is_sse):
             if channel is not None and channel.committed:
                 assert exchange.route is not None
@@ -290,7 +251,7 @@ async def upstream_response(
             return await _pass_through(exchange, upstream)
         assert channel is not None and exchange.route is not None
         await channel.commit(client_response_headers(upstream.headers, exchange.route))
-        await StreamPump(upstream, channel, channel.settings).run()
+        await StreamPump(upstream, channel, channel.settings, first_byte_from).run()
         response = await channel.end()
         if record.upstream_reported_error:  # its own error event, then its terminator (vLLM)
             record.settle(Outcome.UPSTREAM_ERROR, 200, "upstream reported an error in the stream")

@@ -177,7 +177,11 @@ class StreamPump:
     """Moves one upstream SSE body to the client, event by event."""
 
     def __init__(
-        self, upstream: aiohttp.ClientResponse, channel: ClientChannel, settings: RelaySettings
+        self,
+        upstream: aiohttp.ClientResponse,
+        channel: ClientChannel,
+        settings: RelaySettings,
+        first_byte_from: float | None = None,  # default: when the request went upstream
     ) -> None:
         self.content = upstream.content
         self.channel = channel
@@ -186,7 +190,7 @@ class StreamPump:
         self.settings = settings
         self.framer = SSEFramer()
         self.loop = channel.loop
-        sent = self.record.upstream_started or self.record.started
+        sent = first_byte_from or self.record.upstream_started or self.record.started
         self.data_deadline = sent + settings.first_byte_s
         self.stream_deadline = self.record.started + settings.max_stream_s
         self.failure: StreamFailure | None = None  # raised after the bytes before it are relayed

@@ -85,8 +85,8 @@ def client_response_headers(
     headers: CIMultiDict[str] = CIMultiDict(
         (name, _redacted(value, keys))
         for name, value in upstream_headers.items()
-        if name.lower() not in skip
-    )
+        if name.lower() not in skip and not name.lower().startswith("access-control-")
+    )  # CORS is the proxy's own decision (proxy/cors.py), never the provider's
     upstream_id = upstream_headers.get("X-Request-Id")
     if upstream_id is not None:
         headers["X-Upstream-Request-Id"] = _redacted(upstream_id, keys)

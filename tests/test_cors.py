@@ -6,12 +6,14 @@ the page a response (an error too) only if the response names the page's origin.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
 
-from tests.conftest import ProxyFactory
-from tests.fake_upstream import FakeUpstream
+from proxy.config_load import ConfigError, parse_config
+from tests.conftest import ENVIRON, ProxyFactory, base_document
+from tests.fake_upstream import FakeUpstream, Script
 from tests.phase_helpers import CHAT, DONE, raw_request, spy_on_acquire
 
 APP = "https://app.example.com"
@@ -73,3 +75,42 @@ async def test_an_origin_not_allowed_gets_no_cors_headers(
     assert (await streamed.read()).endswith(DONE)
     for headers in (preflight.headers, streamed.headers):
         assert not any(name.lower().startswith("access-control-") for name in headers)
+
+
+async def test_the_providers_own_cors_headers_never_reach_the_client(
+    start_proxy: ProxyFactory, upstream: FakeUpstream
+) -> None:
+    """Whether a page may read the proxy's answers is the proxy's decision, not the provider's."""
+    proxy = await start_proxy(edit=allow("https://other.example.com"))
+    providers = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Credentials": "true"}
+    upstream.enqueue(Script(steps=[DONE], headers=providers))
+    response = await proxy.post("/v1/chat/completions", CHAT, Origin=APP)
+    assert (await response.read()).endswith(DONE)
+    assert not any(name.lower().startswith("access-control-") for name in response.headers)
+    assert "Origin" in response.headers.getall("Vary")  # allowed or not, the answer depends on it
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/healthz", "/readyz"])
+async def test_the_proxys_own_endpoints_stay_closed_to_other_origins(
+    start_proxy: ProxyFactory, path: str
+) -> None:
+    """/metrics needs no key: any page a colleague opens could read route and traffic figures."""
+    proxy = await start_proxy(edit=allow("*"))
+    async with proxy.session.get(proxy.url + path, headers={"Origin": APP}) as got:
+        assert got.status == 200
+        assert "Access-Control-Allow-Origin" not in got.headers
+    preflight = await raw_request(proxy, path, b"", PREFLIGHT, "OPTIONS")
+    assert preflight.status != 204 and "Access-Control-Allow-Origin" not in preflight.headers
+
+
+@pytest.mark.parametrize(
+    "origin",
+    ["app.example.com", "https://app.example.com/", "https://*.example.com", "https://App.example.com",
+     "https://app.example.com:443", "http://app.example.com:80"],
+)  # fmt: skip
+async def test_an_origin_a_browser_would_never_send_is_a_config_error(origin: str) -> None:
+    document = copy.deepcopy(base_document("http://127.0.0.1:9"))
+    allow(origin)(document)
+    with pytest.raises(ConfigError) as refused:
+        parse_config(document, ENVIRON)
+    assert str(refused.value).startswith("server.cors_allow_origins[0]: must be '*' or an origin")

@@ -616,6 +616,22 @@ async def test_an_event_stream_answer_is_relayed_as_a_stream_whatever_the_reques
     assert (line["stream"], line["outcome"], line["output_tokens"]) == (True, "completed", 2)
 
 
+async def test_an_event_stream_answer_that_took_its_time_still_gets_its_first_byte_timeout(
+    start_proxy: ProxyFactory, upstream: FakeUpstream
+) -> None:
+    """Asked as non-streamed, its headers had max_stream_s; its first event then gets
+    first_byte_s from the headers, not from when the request went up."""
+    proxy = await start_proxy(edit=set_defaults(timeouts={"first_byte_s": 0.2}))
+    answer, first = asyncio.Event(), asyncio.Event()
+    upstream.enqueue(Script(steps=[Hold(first), *chat_stream("late")], hold_headers=answer))
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.5, answer.set)  # headers after 2.5x first_byte_s
+    loop.call_later(0.6, first.set)  # and the first event 0.1 s after them
+    response = await proxy.post("/v1/chat/completions", PLAIN)
+    assert (await response.read()).endswith(DONE)
+    assert (await last_finished(proxy))["outcome"] == "completed"
+
+
 # The operator's account at the provider, and what only holds for the provider's own host.
 OPERATOR_ONLY = {
     "openai-organization": "org-operator",
