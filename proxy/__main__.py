@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         config = load_config(args.config)
     except ConfigError as error:
-        configure_logging("info", "json", stream=sys.stderr)
+        configure_logging("info", "json")  # the log line on stdout, like every other one
         get_logger("proxy").error("config.invalid", path=args.config, errors=list(error.errors))
         print(f"{args.config}: invalid configuration:\n{error}", file=sys.stderr)
         sys.exit(1)

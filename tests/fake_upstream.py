@@ -43,6 +43,7 @@ class Script:
     content_type: str = "text/event-stream"
     headers: dict[str, str] = field(default_factory=dict)
     hold_headers: asyncio.Event | None = None  # delay the response headers until set
+    reset_before_headers: bool = False  # read the request, then drop the connection unanswered
     whole_body: bytes | None = None  # answer with a plain (non-chunked) body
 
 
@@ -105,6 +106,10 @@ class FakeUpstream:
     async def _play(self, request: web.Request, script: Script) -> web.StreamResponse:
         if script.hold_headers is not None:
             await script.hold_headers.wait()
+        if script.reset_before_headers:
+            assert request.transport is not None
+            request.transport.abort()
+            return web.Response()  # never sent: the connection is gone
         if script.whole_body is not None:
             return web.Response(
                 status=script.status, body=script.whole_body,

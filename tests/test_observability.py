@@ -117,6 +117,9 @@ async def known_streams(proxy: RunningProxy, upstream: FakeUpstream) -> str:
     return await scrape(proxy)
 
 
+TTFT = "llm_proxy_ttft_seconds"
+
+
 async def test_request_counts_and_timings(proxy: RunningProxy, upstream: FakeUpstream) -> None:
     text = await known_streams(proxy, upstream)
     route = {"route": "openai", "stream": "true"}
@@ -129,6 +132,13 @@ async def test_request_counts_and_timings(proxy: RunningProxy, upstream: FakeUps
     assert sample_value(text, duration, route="openai", outcome="completed") == 2
     assert sample_value(text, duration, route="openai", outcome="truncated") == 1
     assert sample_value(text, "llm_proxy_active_streams", route="openai") == 0
+    durations = sum(line["duration_ms"] for line in proxy.finished_lines()) / 1000
+    observed = sum(value for name, _, value in samples(text)
+                   if name == "llm_proxy_stream_duration_seconds_sum")  # fmt: skip
+    assert observed == pytest.approx(durations, abs=0.001 * 3)  # the log rounds to 0.1 ms
+    ttft = [labels["le"] for name, labels, _ in samples(text) if name == f"{TTFT}_bucket"]
+    bounds = sorted(float(le) for le in ttft if le != "+Inf")
+    assert (bounds[0], bounds[-1]) == (0.01, 120.0)  # TTFT buckets: 10 ms to 120 s
 
 
 async def test_token_counts_by_source(proxy: RunningProxy, upstream: FakeUpstream) -> None:
@@ -234,6 +244,26 @@ async def test_ttft_counts_from_the_first_content_event(
     assert ttft_ms <= client_ttft_ms + 1  # the proxy wrote it before the client could read it
     observed = sample_value(await scrape(proxy), "llm_proxy_ttft_seconds_sum", route=dialect)
     assert observed == pytest.approx(ttft_ms / 1000, abs=0.001)
+
+
+async def test_a_streams_first_byte_is_its_first_body_byte(
+    proxy: RunningProxy, upstream: FakeUpstream
+) -> None:
+    """Headers at once, the first event after HOLD_S, the rest HOLD_S later still."""
+    first, rest = asyncio.Event(), asyncio.Event()
+    upstream.enqueue(Script(steps=[Hold(first), ROLE, chat_chunk("Hi"), Hold(rest), DONE]))
+    request = asyncio.ensure_future(proxy.post("/v1/chat/completions", CHAT))
+    await eventually(lambda: len(upstream.requests) == 1, "the upstream has the request")
+    loop = asyncio.get_running_loop()
+    loop.call_later(HOLD_S, first.set)  # deliberate pauses, the scripted upstream's pace
+    loop.call_later(2 * HOLD_S, rest.set)
+    assert (await (await request).read()).endswith(DONE)
+    line = await last_finished(proxy)
+    assert line["upstream_first_byte_ms"] >= HOLD_S * 1000
+    assert line["duration_ms"] - line["upstream_first_byte_ms"] >= HOLD_S * 1000 / 2
+    text = await scrape(proxy)
+    first_byte = sample_value(text, "llm_proxy_upstream_first_byte_seconds_sum", route="openai")
+    assert first_byte == pytest.approx(line["upstream_first_byte_ms"] / 1000, abs=0.001)
 
 
 async def test_a_whole_bodys_first_byte_is_when_it_starts_arriving_not_when_it_ends(
@@ -410,6 +440,23 @@ async def refused_requests(proxy: RunningProxy, upstream: FakeUpstream, seen: Se
         await seen.response(response)
 
 
+async def other_endings(proxy: RunningProxy, upstream: FakeUpstream, seen: Seen) -> None:
+    never = asyncio.Event()
+    upstream.enqueue(
+        Script(steps=[ROLE, chat_chunk("cut")]),  # truncated: no [DONE]
+        Script(steps=[ROLE, Hold(never)]),  # the client leaves
+        Script(reset_before_headers=True),  # the upstream fails before answering: 502
+    )
+    await seen.response(await proxy.post("/v1/chat/completions", CHAT))
+    leaving = await proxy.post("/v1/chat/completions", CHAT)
+    await leaving.content.readuntil(b"\n\n")
+    leaving.close()
+    await seen.response(await proxy.post("/v1/chat/completions", CHAT))
+    await seen.response(await proxy.post("/v1/nowhere", CHAT))  # 404
+    await seen.response(await proxy.post("/v1/chat/completions", {**CHAT, "pad": "x" * 70_000}))
+    never.set()
+
+
 def canary_config(document: dict[str, Any]) -> None:
     document["routes"][1]["heartbeat_s"] = 0.05
     dead = {
@@ -424,6 +471,7 @@ def canary_config(document: dict[str, Any]) -> None:
 
 SCENARIOS: tuple[Scenario, ...] = (
     wrong_client_keys, upstream_echoes_its_key, echo_after_commit, broken_streams, refused_requests,
+    other_endings,
 )  # fmt: skip
 
 
@@ -436,8 +484,9 @@ async def test_no_canary_key_in_any_log_metric_body_or_header(
     seen = Seen()
     for scenario in SCENARIOS:
         await scenario(proxy, upstream, seen)
-    outcomes = {line["outcome"] for line in await finished_lines(proxy, 17)}
+    outcomes = {line["outcome"] for line in await finished_lines(proxy, 22)}
     assert outcomes >= {"completed", "upstream_error", "upstream_timeout", "rejected",
+                        "truncated", "client_disconnected",
                         "internal_error"}  # fmt: skip
     everything = "\n".join([proxy.log_stream.getvalue(), await scrape(proxy), *seen.texts])
     for key in (CANARY_UPSTREAM_KEY, CANARY_CLIENT_KEY):

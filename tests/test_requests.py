@@ -123,6 +123,7 @@ async def test_missing_or_unknown_key_is_401_in_openai_shape(
     assert WRONG_KEY not in str(response.headers)
     assert upstream.requests == []
     assert (await last_finished(proxy))["status"] == 401
+    assert proxy.metric("llm_proxy_client_errors_total", {"status": "401"}) == 1
 
 
 async def test_401_on_messages_is_in_anthropic_shape(
@@ -254,6 +255,31 @@ async def test_upstream_gets_no_client_credentials_or_hop_by_hop_headers(
     assert seen["authorization"] == f"Bearer {CANARY_UPSTREAM_KEY}"
     assert seen["accept-encoding"] == "identity"
     assert seen["x-client-note"] == "kept"
+
+
+def catch_all_route(first: bool) -> Edit:
+    """The openai route for gpt-* models, and a route for any model on the same paths."""
+
+    def edit(document: dict[str, Any]) -> None:
+        routes = document["routes"]
+        catch_all = {**routes[0], "name": "any-model"}
+        routes[0]["models"] = ["gpt-*"]
+        routes.insert(0 if first else 1, catch_all)
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("catch_all_first", "expected"),
+    [(False, ["openai", "any-model"]), (True, ["any-model", "any-model"])],
+)
+async def test_the_first_route_in_file_order_that_matches_wins(
+    start_proxy: ProxyFactory, upstream: FakeUpstream, catch_all_first: bool, expected: list[str]
+) -> None:
+    proxy = await start_proxy(edit=catch_all_route(catch_all_first))
+    for model in ("gpt-test", "llama-3"):
+        await completed(await proxy.post("/v1/chat/completions", {**CHAT, "model": model}))
+    assert [line["route"] for line in await finished_lines(proxy, 2)] == expected
 
 
 async def test_an_absolute_form_request_target_reaches_the_upstream_as_a_path(
@@ -509,18 +535,31 @@ async def test_all_upstreams_failing_is_a_502_naming_no_secret(
     assert (line["status"], line["outcome"]) == (502, "upstream_error")
 
 
+@pytest.mark.parametrize("status", [500, 501])
 async def test_upstream_500_is_passed_through_and_not_retried(
-    start_proxy: ProxyFactory, upstream: FakeUpstream
+    start_proxy: ProxyFactory, upstream: FakeUpstream, status: int
 ) -> None:
     proxy = await start_proxy(edit=upstreams(upstream.url, upstream.url))
     body = b'{"error": {"message": "model crashed", "type": "server_error"}}'
-    upstream.enqueue(Script(status=500, content_type="application/json", whole_body=body))
+    upstream.enqueue(Script(status=status, content_type="application/json", whole_body=body))
     response = await proxy.post("/v1/chat/completions", CHAT)
-    assert response.status == 500
+    assert response.status == status
     assert await response.read() == body
     assert which(upstream) == ["u0"]
     line = await last_finished(proxy)
-    assert (line["status"], line["outcome"]) == (500, "upstream_error")
+    assert (line["status"], line["outcome"]) == (status, "upstream_error")
+
+
+async def test_an_upstream_that_drops_the_sent_request_is_not_retried(
+    start_proxy: ProxyFactory, upstream: FakeUpstream
+) -> None:
+    """The request reached it, so the model may be generating: a replay could bill twice."""
+    proxy = await start_proxy(edit=upstreams(upstream.url, upstream.url))
+    upstream.enqueue(Script(reset_before_headers=True))
+    response = await proxy.post("/v1/chat/completions", CHAT)
+    assert response.status == 502
+    assert "failed before answering" in (await response.json())["error"]["message"]
+    assert which(upstream) == ["u0"]
 
 
 async def test_upstream_429_is_passed_through_with_its_retry_after(
@@ -657,6 +696,8 @@ async def test_non_streaming_request_is_proxied_and_its_usage_counted(
     assert (line["stream"], line["outcome"], line["output_tokens"]) == (False, "completed", 7)
     output = {"route": "openai", "source": "usage"}
     assert proxy.metric("llm_proxy_output_tokens_total", output) == 7
+    plain = {"route": "openai", "stream": "false", "outcome": "completed"}
+    assert proxy.metric("llm_proxy_requests_total", plain) == 1
     assert proxy.metric("llm_proxy_input_tokens_total", {"route": "openai"}) == 11
     assert proxy.metric("llm_proxy_ttft_seconds_count", {"route": "openai"}) is None
 
