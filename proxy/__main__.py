@@ -15,7 +15,7 @@ from proxy import keys
 from proxy.app import create_app, make_runner
 from proxy.config import Config
 from proxy.config_load import ConfigError, load_config
-from proxy.lifecycle import until_stop_signal
+from proxy.lifecycle import stop_signals
 from proxy.log import configure_logging, get_logger
 
 
@@ -58,6 +58,7 @@ def _os_reason(error: OSError | UnicodeError) -> str:
 async def serve(config: Config, host: str, port: int) -> int:
     """Serve until SIGTERM/SIGINT; the exit status (1: could not listen)."""
     log = get_logger("proxy")
+    stop = stop_signals()
     app = create_app(config)
     runner = make_runner(app)
     await runner.setup()
@@ -77,7 +78,7 @@ async def serve(config: Config, host: str, port: int) -> int:
     log.info(
         "proxy.started", host=bound_host, port=bound_port, routes=[r.name for r in config.routes]
     )
-    await until_stop_signal()
+    await stop.wait()
     log.info("proxy.stopping", delay_s=config.server.shutdown_delay_s)
     await app[keys.LIFECYCLE].announce_stop(config.server.shutdown_delay_s)
     await runner.cleanup()

@@ -35,7 +35,7 @@ from proxy.demo_text import (
     ResponsesRenderer,
     make_reply,
 )
-from proxy.lifecycle import until_stop_signal
+from proxy.lifecycle import stop_signals
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Prompt = tuple[list[str], str]  # (every text the model reads, the last user message)
@@ -248,13 +248,14 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def _serve(app: web.Application, host: str, port: int) -> None:
+    stop = stop_signals()
     runner = web.AppRunner(app)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
         bound_port = runner.addresses[0][1] if runner.addresses else port
         print(f"demo provider listening on http://{host}:{bound_port}", flush=True)
-        await until_stop_signal()
+        await stop.wait()
     finally:
         await runner.cleanup()
 

@@ -72,8 +72,9 @@ class Lifecycle:
                 pass
 
 
-async def until_stop_signal() -> None:
-    """Return at the first SIGINT or SIGTERM.
+def stop_signals() -> asyncio.Event:
+    """An event set at the first SIGINT or SIGTERM. Call it before listening: a signal that
+    arrives once the server is reachable must stop it gracefully, not kill it.
 
     Installed on the loop explicitly: a process started from a background job inherits SIGINT
     ignored, and `docker stop` sends SIGTERM; both must still stop the server gracefully. The
@@ -83,4 +84,4 @@ async def until_stop_signal() -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
+    return stop
