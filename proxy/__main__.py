@@ -13,8 +13,8 @@ from aiohttp import web
 
 from proxy import keys
 from proxy.app import create_app, make_runner
-from proxy.config import Config
-from proxy.config_load import ConfigError, load_config
+from proxy.config.load import ConfigError, load_config
+from proxy.config.models import Config
 from proxy.lifecycle import stop_signals
 from proxy.log import configure_logging, get_logger
 

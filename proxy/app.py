@@ -13,8 +13,8 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from proxy import keys
-from proxy.auth import Authenticator
-from proxy.config import Config
+from proxy.config.models import Config
+from proxy.core.auth import Authenticator
 from proxy.cors import add_cors_headers, cors_preflight
 from proxy.handlers import proxy_handler
 from proxy.lifecycle import Lifecycle

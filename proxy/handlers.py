@@ -16,17 +16,19 @@ import aiohttp
 from aiohttp import web
 
 from proxy import keys
-from proxy.auth import Caller
-from proxy.config import RouteConfig
-from proxy.errors import (
+from proxy.config.models import RouteConfig
+from proxy.core.auth import Caller
+from proxy.core.dialects import Dialect, dialect_for
+from proxy.core.errors import (
     ClientRequestError,
     MethodNotAllowed,
     Outcome,
     ProxyError,
     StreamFailure,
 )
+from proxy.core.routing import select_route
+from proxy.core.stats import RequestRecord
 from proxy.log import get_logger
-from proxy.providers import Dialect, dialect_for
 from proxy.relay import (
     ClientChannel,
     ClientGone,
@@ -38,8 +40,6 @@ from proxy.relay import (
 )
 from proxy.request_body import model_and_stream, read_request_body
 from proxy.responses import error_response, passthrough_response, upstream_failure
-from proxy.routing import select_route
-from proxy.stats import RequestRecord
 from proxy.upstream import UpstreamCall, client_response_headers, open_upstream
 
 log = get_logger("proxy.request")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import aiohttp
 from aiohttp import web
 
-from proxy.auth import Authenticator
-from proxy.config import Config
+from proxy.config.models import Config
+from proxy.core.auth import Authenticator
 from proxy.lifecycle import Lifecycle
 from proxy.limits import ConcurrencyLimiter
 from proxy.metrics import ProxyMetrics

@@ -18,10 +18,10 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy.errors import Outcome, StreamFailure, UpstreamTimeout
-from proxy.providers import Dialect
-from proxy.sse import SSEFramer
-from proxy.stats import RequestRecord
+from proxy.core.dialects import Dialect
+from proxy.core.errors import Outcome, StreamFailure, UpstreamTimeout
+from proxy.core.sse import SSEFramer
+from proxy.core.stats import RequestRecord
 
 HEARTBEAT = b": ping\n\n"
 _CHUNK_FRAMING = 32  # chunked encoding's size line and CRLFs around a written chunk

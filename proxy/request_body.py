@@ -9,7 +9,7 @@ import json
 from aiohttp import web
 
 from proxy import keys
-from proxy.errors import BadRequest, PayloadTooLarge, RequestTimeout
+from proxy.core.errors import BadRequest, PayloadTooLarge, RequestTimeout
 
 
 async def read_request_body(request: web.Request) -> bytes:

@@ -10,10 +10,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from proxy.config import RouteConfig
-from proxy.errors import Outcome, ProxyError, StreamFailure
-from proxy.providers import Dialect
-from proxy.stats import RequestRecord
+from proxy.config.models import RouteConfig
+from proxy.core.dialects import Dialect
+from proxy.core.errors import Outcome, ProxyError, StreamFailure
+from proxy.core.stats import RequestRecord
 from proxy.upstream import client_response_headers
 
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from proxy.config import RouteConfig, UpstreamConfig
-from proxy.errors import UpstreamTimeout, UpstreamUnavailable
-from proxy.providers import Dialect
+from proxy.config.models import RouteConfig, UpstreamConfig
+from proxy.core.dialects import Dialect
+from proxy.core.errors import UpstreamTimeout, UpstreamUnavailable
 
 HOP_BY_HOP = frozenset(
     {

@@ -17,8 +17,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.app import create_app, make_runner
-from proxy.config import Config
-from proxy.config_load import parse_config
+from proxy.config.load import parse_config
+from proxy.config.models import Config
 from proxy.limits.memory import MemoryLimiter
 from proxy.log import configure_logging
 from tests.fake_upstream import FakeUpstream

@@ -22,9 +22,9 @@ from multidict import CIMultiDict
 from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
-from proxy.providers import Signal
-from proxy.providers.openai import OPENAI
-from proxy.sse import SSEEvent
+from proxy.core.dialects import Signal
+from proxy.core.dialects.openai import OPENAI
+from proxy.core.sse import SSEEvent
 from tests.conftest import RunningProxy
 from tests.fake_upstream import Step
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from proxy.sse import SSEEvent, SSEFramer
+from proxy.core.sse import SSEEvent, SSEFramer
 from tests.conftest import RunningProxy
 
 HEARTBEAT = b": ping\n\n"

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from proxy.config import (
+from proxy.config.load import load_config, parse_config
+from proxy.config.models import (
     Config,
     ConfigError,
     Defaults,
@@ -22,7 +23,6 @@ from proxy.config import (
     Timeouts,
     UpstreamConfig,
 )
-from proxy.config_load import load_config, parse_config
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_ENV = {"OPENAI_API_KEY": "sk-openai", "ANTHROPIC_API_KEY": "sk-ant", "BOB_PROXY_KEY": "bk"}

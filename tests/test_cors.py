@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from proxy.config_load import ConfigError, parse_config
+from proxy.config.load import ConfigError, parse_config
 from tests.conftest import ENVIRON, ProxyFactory, base_document
 from tests.fake_upstream import FakeUpstream, Script
 from tests.phase_helpers import CHAT, DONE, raw_request, spy_on_acquire

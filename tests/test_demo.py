@@ -21,8 +21,8 @@ from anthropic.types import MessageParam, TextBlock
 from openai.types.chat import ChatCompletionMessageParam
 from openai.types.responses import ResponseInputParam
 
-from proxy.demo import DemoSettings, create_demo_app
-from proxy.demo_text import tokenize
+from proxy.demo.app import DemoSettings, create_demo_app
+from proxy.demo.text import tokenize
 from tests.relay_support import eventually
 from tests.sdk_clients import local_anthropic, local_openai
 

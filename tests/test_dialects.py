@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from proxy.providers import Signal
-from proxy.providers.openai import OPENAI
-from proxy.sse import SSEEvent
-from proxy.stats import RequestRecord
+from proxy.core.dialects import Signal
+from proxy.core.dialects.openai import OPENAI
+from proxy.core.sse import SSEEvent
+from proxy.core.stats import RequestRecord
 
 
 def chat(delta: dict[str, Any], **extra: Any) -> SSEEvent:

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from proxy import keys
 from proxy.app import create_app, make_runner
-from proxy.config_load import parse_config
+from proxy.config.load import parse_config
 from proxy.log import configure_logging
 from tests.conftest import CANARY_CLIENT_KEY, ENVIRON, base_document
 from tests.fake_upstream import FakeUpstream, Hold, Script

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from proxy.errors import ConcurrencyLimitExceeded
+from proxy.core.errors import ConcurrencyLimitExceeded
 from proxy.limits.memory import MemoryLimiter
 from tests.conftest import CANARY_CLIENT_KEY, ProxyFactory, RunningProxy
 from tests.fake_upstream import FakeUpstream, Hold, Reset, Script, Step

@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from proxy.errors import Outcome
+from proxy.core.errors import Outcome
 from tests.conftest import (
     CANARY_CLIENT_KEY,
     CANARY_UPSTREAM_KEY,

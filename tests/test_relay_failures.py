@@ -14,10 +14,10 @@ from typing import cast
 import aiohttp
 import pytest
 
-from proxy.errors import Outcome, StreamFailure
-from proxy.providers import dialect_for
+from proxy.core.dialects import dialect_for
+from proxy.core.errors import Outcome, StreamFailure
+from proxy.core.stats import RequestRecord
 from proxy.relay import ClientChannel, RelaySettings, StreamPump
-from proxy.stats import RequestRecord
 from tests.conftest import CANARY_UPSTREAM_KEY, ProxyFactory, RunningProxy
 from tests.fake_upstream import Close, FakeUpstream, Hold, Reset, Script, Step
 from tests.relay_support import (

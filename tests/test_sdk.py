@@ -20,8 +20,8 @@ from aiohttp import web
 from anthropic.types import MessageParam, TextBlock
 from openai.types.chat import ChatCompletionMessageParam
 
-from proxy.demo import DemoSettings, create_demo_app
-from proxy.demo_text import (
+from proxy.demo.app import DemoSettings, create_demo_app
+from proxy.demo.text import (
     AnthropicRenderer,
     Call,
     ChatRenderer,

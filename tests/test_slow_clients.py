@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from proxy.errors import Outcome, StreamFailure
-from proxy.providers import dialect_for
+from proxy.core.dialects import dialect_for
+from proxy.core.errors import Outcome, StreamFailure
+from proxy.core.stats import RequestRecord
 from proxy.relay import ClientChannel, RelaySettings
-from proxy.stats import RequestRecord
 from tests.conftest import CANARY_CLIENT_KEY, ProxyFactory, RunningProxy
 from tests.fake_upstream import FakeUpstream, Hold, Reset, Script, Step
 from tests.relay_support import OPENAI_DONE, eventually, openai_event, payload

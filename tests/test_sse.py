@@ -1,4 +1,4 @@
-"""Tests for proxy.sse: the incremental SSE framer and parser."""
+"""Tests for proxy.core.sse: the incremental SSE framer and parser."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.sse import FeedResult, SSEEvent, SSEFramer
+from proxy.core.sse import FeedResult, SSEEvent, SSEFramer
 
 BOM = b"\xef\xbb\xbf"
 OPENAI_CHUNK = (

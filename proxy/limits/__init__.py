@@ -10,7 +10,7 @@ from __future__ import annotations
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
-from proxy.errors import ConcurrencyLimitExceeded
+from proxy.core.errors import ConcurrencyLimitExceeded
 
 
 class ConcurrencyLimiter(Protocol):

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from proxy.errors import Outcome
-from proxy.providers import Signal
+from proxy.core.dialects import Signal
+from proxy.core.errors import Outcome
 
 
 @dataclass(frozen=True, slots=True)

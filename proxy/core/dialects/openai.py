@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from proxy.providers import (
+from proxy.core.dialects.base import (
     CONTENT,
     NOTHING,
     REASONING,
@@ -23,7 +23,7 @@ from proxy.providers import (
     Usage,
     token_count,
 )
-from proxy.sse import SSEEvent
+from proxy.core.sse import SSEEvent
 
 _CONTENT_KEYS = ("tool_calls", "function_call", "refusal", "audio")  # besides "content"
 _REASONING_KEYS = ("reasoning_content", "reasoning")  # raw reasoning (DeepSeek, vLLM, ...)

@@ -1,8 +1,4 @@
-"""Provider dialects (pure): what an event means, and how errors are shaped for a client.
-
-A dialect never touches I/O. It turns one parsed SSE event into a `Signal` (content? terminator?
-usage?) and renders the proxy's own errors in the shape the provider's SDK expects.
-"""
+"""What every dialect shares: the `Signal` an event gives, usage figures, the `Dialect` protocol."""
 
 from __future__ import annotations
 
@@ -10,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from proxy.sse import SSEEvent
+from proxy.core.sse import SSEEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +54,3 @@ def token_count(value: object) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
     return None
-
-
-def dialect_for(provider: str) -> Dialect:
-    from proxy.providers.anthropic import ANTHROPIC
-    from proxy.providers.openai import OPENAI
-
-    return ANTHROPIC if provider == "anthropic" else OPENAI

@@ -2,7 +2,7 @@
 
 A `ProxyError` carries what a client needs (status, error type, message, extra headers) and the
 outcome it counts as. The dialect of the client (OpenAI or Anthropic) decides the body's shape;
-see `proxy.providers`.
+see `proxy.core.dialects`.
 """
 
 from __future__ import annotations

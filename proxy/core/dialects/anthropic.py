@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from proxy.providers import (
+from proxy.core.dialects.base import (
     CONTENT,
     NOTHING,
     TERMINAL,
@@ -20,7 +20,7 @@ from proxy.providers import (
     Usage,
     token_count,
 )
-from proxy.sse import SSEEvent
+from proxy.core.sse import SSEEvent
 
 _CONTENT_DELTA_KEYS = ("text", "partial_json", "thinking")
 _INPUT_KEYS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")

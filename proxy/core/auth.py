@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from multidict import MultiMapping
 
-from proxy.config import AuthConfig
-from proxy.config_yaml import SANE_USER_NAME
-from proxy.errors import Unauthorized
+from proxy.config.fields import SANE_USER_NAME
+from proxy.config.models import AuthConfig
+from proxy.core.errors import Unauthorized
 
 ANONYMOUS = "anonymous"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from fnmatch import fnmatchcase
 
-from proxy.config import RouteConfig
-from proxy.errors import BadRequest, NotFound
+from proxy.config.models import RouteConfig
+from proxy.core.errors import BadRequest, NotFound
 
 
 def _model_matches(route: RouteConfig, model: str | None) -> bool:

@@ -6,7 +6,7 @@ serves `POST /v1/chat/completions`, `/v1/completions`, `/v1/responses` (OpenAI) 
 
 This module is the HTTP side: it reads a request, derives its prompt and token budget, and paces
 the writes like a model (a pause before the first content token, then one between tokens; each
-SSE event is its own `write`). What is said and its wire shapes live in `proxy.demo_text`.
+SSE event is its own `write`). What is said and its wire shapes live in `proxy.demo.text`.
 Tests and benchmarks use it as a deterministic upstream with both delays set to 0.
 """
 
@@ -25,7 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy.demo_text import (
+from proxy.demo.text import (
     AnthropicRenderer,
     Call,
     ChatRenderer,

@@ -1,7 +1,7 @@
 """The proxy's configuration as the rest of the code sees it: validated, frozen objects.
 
 The sections used exactly as written in the file are strict pydantic models; the others are
-built by `proxy.config_load` (YAML in, these objects out), which also holds the entry points
+built by `proxy.config.load` (YAML in, these objects out), which also holds the entry points
 `load_config` and `parse_config`.
 """
 
@@ -15,7 +15,7 @@ from typing import Annotated, Literal, final
 
 from pydantic import AfterValidator, BaseModel, Field
 
-from proxy.config_yaml import (
+from proxy.config.fields import (
     STRICT,
     ConfigError,
     Count,

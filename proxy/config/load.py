@@ -1,7 +1,7 @@
 """Loading the configuration: YAML in, the validated and frozen objects of `proxy.config` out.
 
 Two steps. Strict pydantic models check the document as written (types, ranges, unknown keys;
-see `proxy.config` and `proxy.config_yaml`). A resolver then builds the public objects: routes
+see `proxy.config` and `proxy.config.document`). A resolver then builds the public objects: routes
 with the defaults filled in, provider keys read from the environment into `Secret`s, user keys
 hashed; it also checks what spans several values (duplicate names, shared keys, the
 environment). Each problem becomes one "key.path: what is wrong" line of a `ConfigError`; no
@@ -19,7 +19,23 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, ValidationError
 
-from proxy.config import (
+from proxy.config.document import (
+    AuthDoc,
+    RouteDoc,
+    UpstreamDoc,
+    UserDoc,
+    describe_kind,
+    read_yaml,
+    render_errors,
+)
+from proxy.config.fields import (
+    CONVENTIONAL_ENV_NAME,
+    SANE_USER_NAME,
+    STRICT,
+    ConfigError,
+    key_path,
+)
+from proxy.config.models import (
     AuthConfig,
     Config,
     Defaults,
@@ -31,27 +47,13 @@ from proxy.config import (
     UpstreamConfig,
     UserConfig,
 )
-from proxy.config_yaml import (
-    CONVENTIONAL_ENV_NAME,
-    SANE_USER_NAME,
-    STRICT,
-    AuthDoc,
-    ConfigError,
-    RouteDoc,
-    UpstreamDoc,
-    UserDoc,
-    describe_kind,
-    key_path,
-    read_yaml,
-    render_errors,
-)
 
 __all__ = ["ConfigError", "load_config", "parse_config"]
 
 KeyPath = tuple[str | int, ...]
 
 
-# --- the document as a whole (its resolved sections are in proxy.config_yaml) ---
+# --- the document as a whole (its resolved sections are in proxy.config.document) ---
 
 
 class _ConfigDoc(BaseModel):

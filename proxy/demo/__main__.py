@@ -1,0 +1,5 @@
+"""`python -m proxy.demo`: serve the demo provider."""
+
+from proxy.demo.app import main
+
+main()
