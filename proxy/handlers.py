@@ -26,6 +26,7 @@ from proxy.core.errors import (
     ProxyError,
     StreamFailure,
 )
+from proxy.core.headers import client_response_headers
 from proxy.core.routing import select_route
 from proxy.core.stats import RequestRecord
 from proxy.log import get_logger
@@ -40,7 +41,7 @@ from proxy.relay import (
 )
 from proxy.request_body import model_and_stream, read_request_body
 from proxy.responses import error_response, passthrough_response, upstream_failure
-from proxy.upstream import UpstreamCall, client_response_headers, open_upstream
+from proxy.upstream import UpstreamCall, open_upstream
 
 log = get_logger("proxy.request")
 MAX_UPSTREAM_BODY = 64 * 1024 * 1024
@@ -250,7 +251,9 @@ async def upstream_response(
                 raise await upstream_failure(upstream, exchange.route, max(quiet, 0.0))
             return await _pass_through(exchange, upstream)
         assert channel is not None and exchange.route is not None
-        await channel.commit(client_response_headers(upstream.headers, exchange.route))
+        await channel.commit(
+            client_response_headers(upstream.headers, exchange.route.revealed_keys())
+        )
         await StreamPump(upstream, channel, channel.settings, first_byte_from).run()
         response = await channel.end()
         if record.upstream_reported_error:  # its own error event, then its terminator (vLLM)

@@ -13,13 +13,13 @@ from aiohttp import web
 from proxy.config.models import RouteConfig
 from proxy.core.dialects import Dialect
 from proxy.core.errors import Outcome, ProxyError, StreamFailure
+from proxy.core.headers import client_response_headers
+from proxy.core.redaction import redact_body, redact_cut_body
 from proxy.core.stats import RequestRecord
-from proxy.upstream import client_response_headers
 
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
                 403: "permission_error", 404: "not_found_error", 413: "request_too_large",
                 429: "rate_limit_error", 529: "overloaded_error"}  # fmt: skip
-REDACTED = b"[redacted]"
 _ERROR_BODY_CAP = 64 * 1024
 
 
@@ -28,13 +28,6 @@ def error_response(dialect: Dialect, error: ProxyError, request_id: str) -> web.
     response = web.json_response(body, status=error.status, headers=error.headers)
     response.headers["X-Request-Id"] = request_id
     return response
-
-
-def scrub_keys(body: bytes, route: RouteConfig) -> bytes:
-    """Remove the route's upstream keys from a body an upstream might echo them in."""
-    for key in route.revealed_keys():
-        body = body.replace(key.encode(), REDACTED)
-    return body
 
 
 def _json_or_none(body: bytes) -> Any:
@@ -52,12 +45,12 @@ def passthrough_response(
     record: RequestRecord,
 ) -> web.Response:
     """The upstream's status, headers and body as they are (keys scrubbed), usage recorded."""
-    body = scrub_keys(body, route)
+    body = redact_body(body, route.revealed_keys())
     if upstream.status < 300 and upstream.content_type == "application/json":
         usage = dialect.usage_from_body(_json_or_none(body))
         record.usage_output_tokens = usage.output_tokens
         record.input_tokens = usage.input_tokens
-    headers = client_response_headers(upstream.headers, route)
+    headers = client_response_headers(upstream.headers, route.revealed_keys())
     headers["X-Request-Id"] = record.request_id
     return web.Response(status=upstream.status, body=body, headers=headers)
 
@@ -83,16 +76,6 @@ async def _error_body(upstream: aiohttp.ClientResponse, wait_s: float) -> bytes:
     return b"".join(parts)[:_ERROR_BODY_CAP]
 
 
-def _without_cut_key(body: bytes, route: RouteConfig) -> bytes:
-    """A body cut short (by time or size) may end in the first part of a key: redact it too."""
-    for key in route.revealed_keys():
-        raw = key.encode()
-        for size in range(min(len(raw) - 1, len(body)), 3, -1):
-            if body.endswith(raw[:size]):
-                return body[:-size] + REDACTED
-    return body
-
-
 async def upstream_failure(
     upstream: aiohttp.ClientResponse, route: RouteConfig, wait_s: float
 ) -> StreamFailure:
@@ -105,7 +88,7 @@ async def upstream_failure(
     if upstream.status < 300:
         message = f"upstream answered {upstream.content_type}, not an event stream"
         return StreamFailure(message, Outcome.UPSTREAM_ERROR)
-    body = _without_cut_key(scrub_keys(await _error_body(upstream, wait_s), route), route)
+    body = redact_cut_body(await _error_body(upstream, wait_s), route.revealed_keys())
     message = f"upstream answered HTTP {upstream.status}: {_upstream_message(body)}"
     failure = StreamFailure(message, Outcome.UPSTREAM_ERROR, status=upstream.status)
     failure.error_type = _ERROR_TYPES.get(upstream.status, "api_error")
