@@ -14,22 +14,24 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from proxy import keys
 from proxy.config.models import Config
-from proxy.core.auth import Authenticator
+from proxy.core.runtime import build_runtime
 from proxy.cors import add_cors_headers, cors_preflight
 from proxy.handlers import proxy_handler
 from proxy.lifecycle import Lifecycle
-from proxy.limits import ConcurrencyLimiter
-from proxy.limits.memory import MemoryLimiter
+from proxy.limits import ConcurrencyLimiter, build_limiter
 from proxy.metrics import ProxyMetrics
 from proxy.release import UpstreamReleaser
+from proxy.services import Services
 from proxy.upstream import connect_timeout
 
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
 @web.middleware
-async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Take the client's sane X-Request-Id or make one; bind it to every log line."""
+async def request_start(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Take the runtime snapshot once for the whole request; take the client's sane
+    X-Request-Id or make one, and bind it to every log line."""
+    request[keys.SNAPSHOT] = request.app[keys.RUNTIME]
     offered = request.headers.get("X-Request-Id", "")
     request_id = offered if _SANE_REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
     request[keys.REQUEST_ID] = request_id
@@ -40,29 +42,31 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     return response
 
 
-async def upstream_session(app: web.Application) -> AsyncIterator[None]:
-    """One upstream ClientSession per app, its pool sized from the config."""
-    config = app[keys.CONFIG]
-    connector = aiohttp.TCPConnector(limit=config.server.max_upstream_connections)
+async def start_services(app: web.Application) -> AsyncIterator[None]:
+    """The upstream connection pool, sized from the config, and the services around it."""
+    pool = app[keys.RUNTIME].pool
+    connector = aiohttp.TCPConnector(limit=pool.max_connections)
     # Each request passes its route's connect timeout (upstream.connect_timeout); this default
     # only keeps aiohttp's 5-minute total away from any request that would not.
-    timeout = connect_timeout(config.defaults.timeouts.connect_s)
     async with aiohttp.ClientSession(
-        connector=connector, timeout=timeout, cookie_jar=aiohttp.DummyCookieJar(),
-        auto_decompress=True, skip_auto_headers=("User-Agent",),
+        connector=connector, timeout=connect_timeout(pool.connect_s),
+        cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=True,
+        skip_auto_headers=("User-Agent",),
     ) as session:  # fmt: skip
-        app[keys.SESSION] = session
-        app[keys.RELEASER] = UpstreamReleaser()
-        app[keys.LIFECYCLE].ready = True
+        services = Services(
+            app[keys.METRICS], app[keys.LIMITER], app[keys.LIFECYCLE], session, UpstreamReleaser()
+        )
+        app[keys.SERVICES] = services
+        services.lifecycle.ready = True
         yield
-        app[keys.LIFECYCLE].ready = False
-        await app[keys.RELEASER].close()
-    await app[keys.LIMITER].close()
+        services.lifecycle.ready = False
+        await services.releaser.close()
+    await services.limiter.close()
 
 
 async def drain_streams(app: web.Application) -> None:
     """on_shutdown: the listener is closed; let open streams finish within the grace period."""
-    await app[keys.LIFECYCLE].drain(app[keys.CONFIG].server.shutdown_grace_s)
+    await app[keys.LIFECYCLE].drain(app[keys.RUNTIME].config.server.shutdown_grace_s)
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
@@ -89,15 +93,14 @@ def create_app(
 ) -> web.Application:
     app = web.Application(
         client_max_size=config.server.max_body_bytes,
-        middlewares=[request_id_middleware, cors_preflight],
+        middlewares=[request_start, cors_preflight],
     )
     app.on_response_prepare.append(add_cors_headers)
-    app[keys.CONFIG] = config
-    app[keys.AUTH] = Authenticator(config.auth)
+    app[keys.RUNTIME] = build_runtime(config)
     app[keys.METRICS] = ProxyMetrics(registry if registry is not None else CollectorRegistry())
-    app[keys.LIMITER] = limiter if limiter is not None else MemoryLimiter()
+    app[keys.LIMITER] = limiter if limiter is not None else build_limiter(config.limits)
     app[keys.LIFECYCLE] = Lifecycle()
-    app.cleanup_ctx.append(upstream_session)
+    app.cleanup_ctx.append(start_services)
     app.on_shutdown.append(drain_streams)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/healthz", healthz)

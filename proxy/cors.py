@@ -24,10 +24,10 @@ OWN_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
 def allowed_origin(request: web.Request) -> str | None:
     """The request's `Origin` if the config allows it here, else None."""
     origin = request.headers.get("Origin")
-    allowed = request.app[keys.CONFIG].server.cors_allow_origins
-    if origin is None or not allowed or request.path in OWN_PATHS:
+    policy = request[keys.SNAPSHOT].cors
+    if origin is None or not policy.origins or request.path in OWN_PATHS:
         return None
-    return origin if "*" in allowed or origin in allowed else None
+    return origin if policy.allows(origin) else None
 
 
 @web.middleware
@@ -47,7 +47,7 @@ async def cors_preflight(request: web.Request, handler: Handler) -> web.StreamRe
 
 async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
     """`on_response_prepare`: the headers a browser needs to hand any response to the page."""
-    if "Origin" in request.headers and request.app[keys.CONFIG].server.cors_allow_origins:
+    if "Origin" in request.headers and request[keys.SNAPSHOT].cors.origins:
         response.headers.add("Vary", "Origin")  # the answer depends on it, allowed or not
     origin = allowed_origin(request)
     if origin is None:

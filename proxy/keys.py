@@ -1,22 +1,24 @@
-"""Typed keys for app-scoped resources (aiohttp `AppKey`) and the per-request id."""
+"""Typed keys for app-scoped resources (aiohttp `AppKey`) and the per-request id.
+
+`RUNTIME` holds the current snapshot of the configuration; a request takes it once, when it
+starts (`SNAPSHOT`, set by the first middleware), and uses that one throughout. `SERVICES` holds
+the process-wide resources, there once the app has started.
+"""
 
 from __future__ import annotations
 
-import aiohttp
 from aiohttp import web
 
-from proxy.config.models import Config
-from proxy.core.auth import Authenticator
+from proxy.core.runtime import Runtime
 from proxy.lifecycle import Lifecycle
 from proxy.limits import ConcurrencyLimiter
 from proxy.metrics import ProxyMetrics
-from proxy.release import UpstreamReleaser
+from proxy.services import Services
 
-CONFIG = web.AppKey("config", Config)
-AUTH = web.AppKey("auth", Authenticator)
+RUNTIME = web.AppKey("runtime", Runtime)
+SERVICES = web.AppKey("services", Services)
 METRICS = web.AppKey("metrics", ProxyMetrics)
 LIMITER = web.AppKey("limiter", ConcurrencyLimiter)
-SESSION = web.AppKey("session", aiohttp.ClientSession)
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
-RELEASER = web.AppKey("releaser", UpstreamReleaser)
 REQUEST_ID = web.RequestKey("request_id", str)
+SNAPSHOT = web.RequestKey("snapshot", Runtime)

@@ -1,4 +1,5 @@
-"""The relay: the only code that moves response body bytes from an upstream to a client.
+"""The relay: the code that reads response bodies from an upstream (the client side of a stream
+is `proxy.client_channel`; together they are the only code that moves response body bytes).
 
 Rules (ARCHITECTURE.md): byte-faithful; each complete SSE event written the moment its blank
 line arrives, a partial event held (capped) until it completes; `: ping` heartbeats whenever
@@ -10,178 +11,33 @@ the client's dialect and the response ends without its terminating chunk.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from dataclasses import dataclass
-from typing import TypeVar
 
 import aiohttp
-from aiohttp import web
-from multidict import CIMultiDict
 
-from proxy.core.dialects import Dialect
-from proxy.core.errors import Outcome, StreamFailure, UpstreamTimeout
+from proxy.client_channel import ClientChannel
+from proxy.core.errors import (
+    UpstreamError,
+    UpstreamErrorEvent,
+    UpstreamTimeout,
+    UpstreamTruncated,
+)
+from proxy.core.runtime import RelaySettings
 from proxy.core.sse import SSEFramer
 from proxy.core.stats import RequestRecord
 
-HEARTBEAT = b": ping\n\n"
-_CHUNK_FRAMING = 32  # chunked encoding's size line and CRLFs around a written chunk
-SSE_HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
-T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class RelaySettings:
-    heartbeat_s: float
-    first_byte_s: float
-    idle_s: float
-    max_stream_s: float
-    client_stall_s: float
-    max_event_bytes: int
-
-
-class ClientGone(Exception):
-    """The client closed the connection or stopped reading."""
-
-
-class ClientChannel:
-    """The client's side of one streamed response: commit once, write, heartbeat, fail."""
-
-    def __init__(
-        self,
-        request: web.Request,
-        record: RequestRecord,
-        dialect: Dialect,
-        settings: RelaySettings,
-    ) -> None:
-        self.request = request
-        self.record = record
-        self.dialect = dialect
-        self.settings = settings
-        self.response: web.StreamResponse | None = None
-        self.loop = asyncio.get_running_loop()
-        self.last_write = record.started
-
-    @property
-    def committed(self) -> bool:
-        return self.response is not None
-
-    async def commit(self, upstream_headers: CIMultiDict[str] | None = None) -> None:
-        if self.response is not None:
-            return
-        response = web.StreamResponse(status=200)
-        if upstream_headers is not None:
-            response.headers.update(upstream_headers)
-        response.headers.setdefault("Content-Type", "text/event-stream; charset=utf-8")
-        response.headers.update(SSE_HEADERS)
-        response.headers["X-Request-Id"] = self.record.request_id
-        self.response = response
-        self.record.status = 200
-        await self._guard(response.prepare(self.request))
-
-    async def send(self, data: bytes) -> float:
-        """Write `data`; returns when it was handed to the transport (loop time)."""
-        assert self.response is not None
-        if self._write_cannot_wait(len(data)):
-            try:
-                await self.response.write(data)
-            except ConnectionError:
-                raise ClientGone("client closed the connection") from None
-        else:
-            await self._guard(self.response.write(data))
-        self.last_write = self.loop.time()
-        self.record.bytes_out += len(data)
-        return self.last_write
-
-    def _write_cannot_wait(self, size: int) -> bool:
-        """True when a write of `size` bytes stays under the transport's high-water mark, so
-        aiohttp's drain cannot wait for the client and the stall timer can be skipped (a timer
-        per write is a measurable share of the relay's CPU)."""
-        transport, protocol = self.request.transport, self.request.protocol
-        if transport is None or protocol.writing_paused:
-            return False
-        high_water = transport.get_write_buffer_limits()[1]
-        return transport.get_write_buffer_size() + size + _CHUNK_FRAMING <= high_water
-
-    async def end(self) -> web.StreamResponse:
-        """The clean end: the chunked terminator, under the same stall guard as every write."""
-        assert self.response is not None
-        await self._guard(self.response.write_eof())
-        return self.response
-
-    async def heartbeat(self) -> None:
-        await self.commit()
-        await self.send(HEARTBEAT)
-        self.record.heartbeats += 1
-
-    async def _guard(self, write: Awaitable[T]) -> T:
-        try:
-            async with asyncio.timeout(self.settings.client_stall_s):
-                return await write
-        except TimeoutError:
-            raise ClientGone(
-                f"client read nothing for {self.settings.client_stall_s:g} s"
-            ) from None
-        except ConnectionError:
-            raise ClientGone("client closed the connection") from None
-
-    async def fail(self, failure: StreamFailure, *, upstream_said_it: bool = False) -> None:
-        """Report `failure` in-band (unless the upstream already did) and end abnormally."""
-        self.record.status = 200
-        if not upstream_said_it:
-            event = self.dialect.error_event(failure.error_type, failure.message)
-            try:
-                await self.send(event)
-            except ClientGone:
-                # Closed now: left open, aiohttp would end the response with the chunked
-                # terminator once the handler returns, a clean end for a client that reads on.
-                self.abort(flush=False)
-                return
-        self.abort()
-
-    def abort(self, *, flush: bool = True) -> None:
-        """Close the connection without the chunked terminator: byte-level clients see it.
-
-        With `flush`, what was written still goes out first, but a client that reads nothing
-        more gets `client_stall_s` for it, not forever; without, the connection is dropped now.
-        """
-        transport = self.request.transport
-        if transport is None:
-            return
-        if not flush:
-            transport.abort()
-            return
-        transport.close()
-        if transport.get_write_buffer_size():
-            self.loop.call_later(self.settings.client_stall_s, _abort_if_still_flushing, transport)
-
-
-def _abort_if_still_flushing(transport: asyncio.WriteTransport) -> None:
-    """A closing transport whose client read everything is gone already: leave it be."""
-    if transport.get_write_buffer_size():
-        transport.abort()
-
-
-async def await_with_heartbeats(
-    waiting: asyncio.Future[T], channel: ClientChannel, heartbeat_s: float
-) -> T:
-    """Wait for `waiting`, committing and sending heartbeats while it takes long."""
-    while True:
-        due = channel.last_write + heartbeat_s - channel.loop.time()
-        done, _ = await asyncio.wait({waiting}, timeout=max(due, 0))
-        if done:
-            return waiting.result()
-        await channel.heartbeat()
-
 
 class StreamPump:
-    """Moves one upstream SSE body to the client, event by event."""
+    """Moves one upstream SSE body to the client, event by event, until the dialect's
+    terminator. It owns what it learns on the way (the terminator, the upstream's own error
+    event, the first byte) and reports each event to the record as it is written."""
 
     def __init__(
         self,
         upstream: aiohttp.ClientResponse,
         channel: ClientChannel,
         settings: RelaySettings,
-        first_byte_from: float | None = None,  # default: when the request went upstream
+        *,
+        sent_at: float,  # when the request went upstream: the first byte is due first_byte_s later
     ) -> None:
         self.content = upstream.content
         self.channel = channel
@@ -190,34 +46,36 @@ class StreamPump:
         self.settings = settings
         self.framer = SSEFramer()
         self.loop = channel.loop
-        sent = first_byte_from or self.record.upstream_started or self.record.started
-        self.data_deadline = sent + settings.first_byte_s
-        self.stream_deadline = self.record.started + settings.max_stream_s
-        self.failure: StreamFailure | None = None  # raised after the bytes before it are relayed
+        self.data_deadline = sent_at + settings.first_byte_s
+        self.stream_deadline = channel.started + settings.max_stream_s
+        self.failure: UpstreamError | None = None  # raised after the bytes before it are relayed
         self.bytes_read = 0  # compared with content.total_bytes: is more already buffered?
+        self.first_byte_seen = False
+        self.terminated = False
+        self.upstream_reported_error = False
 
-    async def run(self) -> None:
-        """Relay until the dialect's terminator, EOF or a failure (raised as StreamFailure)."""
-        record, framer, channel = self.record, self.framer, self.channel
-        while not record.terminated:
+    async def run(self) -> bool:
+        """Relay until the dialect's terminator; True when the upstream reported an error
+        before it. EOF or a failure first raises an `UpstreamError`."""
+        framer, channel, record, dialect = self.framer, self.channel, self.record, self.dialect
+        while not self.terminated:
             chunk = await self._next_chunk()
             if not chunk:
                 self._at_eof()
-                return
             result = framer.feed(chunk)
             if result.forward:
                 written_at = await channel.send(result.forward)
                 for event in result.events:
-                    record.on_signal(self.dialect.interpret(event), written_at)
+                    signal = dialect.interpret(event)
+                    self.terminated = self.terminated or signal.terminal
+                    self.upstream_reported_error = self.upstream_reported_error or signal.error
+                    record.on_event(signal, written_at)
             if framer.held_bytes > self.settings.max_event_bytes:
-                raise StreamFailure(
-                    f"upstream event exceeds {self.settings.max_event_bytes} bytes",
-                    Outcome.UPSTREAM_ERROR,
-                )
+                raise UpstreamError(f"upstream event exceeds {self.settings.max_event_bytes} bytes")
+        return self.upstream_reported_error
 
     async def _next_chunk(self) -> bytes:
         """The next upstream bytes; heartbeats while waiting; b"" at EOF."""
-        settings = self.settings
         if self.failure is not None:
             raise self.failure
         content = self.content
@@ -233,21 +91,24 @@ class StreamPump:
                         continue
                     chunk = waited
             except (aiohttp.ClientError, OSError) as exc:
-                self.failure = StreamFailure(
-                    f"upstream connection failed mid-stream ({type(exc).__name__})",
-                    Outcome.UPSTREAM_ERROR,
+                self.failure = UpstreamError(
+                    f"upstream connection failed mid-stream ({type(exc).__name__})"
                 )
                 chunk = bytes_buffered_before_failure(self.content)
                 if not chunk:
                     raise self.failure from None
-            self.bytes_read += len(chunk)
-            now = self.loop.time()
-            if now >= self.stream_deadline:  # a stream that never pauses never times out above
-                self._check_deadlines()
-            if self.record.upstream_first_byte is None:
-                self.record.upstream_first_byte = now
-            self.data_deadline = now + settings.idle_s
+            self._arrived(len(chunk))
             return chunk
+
+    def _arrived(self, size: int) -> None:
+        self.bytes_read += size
+        now = self.loop.time()
+        if now >= self.stream_deadline:  # a stream that never pauses never times out above
+            self._check_deadlines()
+        if not self.first_byte_seen:
+            self.first_byte_seen = True
+            self.record.on_upstream_first_byte(now)
+        self.data_deadline = now + self.settings.idle_s
 
     async def _read_or_deadline(self) -> bytes | None:
         """Wait for upstream bytes until the next heartbeat or deadline; None when it came."""
@@ -264,22 +125,18 @@ class StreamPump:
     def _check_deadlines(self) -> None:
         now = self.loop.time()
         if now >= self.stream_deadline:
-            raise StreamFailure(
-                f"stream exceeded the maximum duration of {self.settings.max_stream_s:g} s",
-                Outcome.UPSTREAM_TIMEOUT, status=504,
-            )  # fmt: skip
+            raise UpstreamTimeout(
+                f"stream exceeded the maximum duration of {self.settings.max_stream_s:g} s"
+            )
         if now >= self.data_deadline:
-            waited = "first byte" if self.record.upstream_first_byte is None else "next byte"
-            limit = self.settings.first_byte_s if waited == "first byte" else self.settings.idle_s
-            raise StreamFailure(
-                f"upstream sent no {waited} within {limit:g} s", Outcome.UPSTREAM_TIMEOUT,
-                status=504,
-            )  # fmt: skip
+            waited = "next byte" if self.first_byte_seen else "first byte"
+            limit = self.settings.idle_s if self.first_byte_seen else self.settings.first_byte_s
+            raise UpstreamTimeout(f"upstream sent no {waited} within {limit:g} s")
 
     def _at_eof(self) -> None:
-        if self.record.upstream_reported_error:
+        if self.upstream_reported_error:
             raise UpstreamErrorEvent()
-        raise StreamFailure("upstream ended the stream before it was complete", Outcome.TRUNCATED)
+        raise UpstreamTruncated("upstream ended the stream before it was complete")
 
 
 def bytes_buffered_before_failure(content: aiohttp.StreamReader) -> bytes:
@@ -300,13 +157,6 @@ def bytes_buffered_before_failure(content: aiohttp.StreamReader) -> bytes:
     return data if isinstance(data, bytes) else b""
 
 
-class UpstreamErrorEvent(StreamFailure):
-    """The upstream sent its own error event, already relayed; end without adding ours."""
-
-    def __init__(self) -> None:
-        super().__init__("upstream reported an error in the stream", Outcome.UPSTREAM_ERROR)
-
-
 async def read_body(
     upstream: aiohttp.ClientResponse, cap: int, timeout_s: float, record: RequestRecord
 ) -> bytes:
@@ -317,19 +167,16 @@ async def read_body(
     try:
         async with asyncio.timeout(timeout_s):
             while chunk := await upstream.content.readany():
-                if record.upstream_first_byte is None:
-                    record.upstream_first_byte = asyncio.get_running_loop().time()
+                if not parts:
+                    record.on_upstream_first_byte(asyncio.get_running_loop().time())
                 size += len(chunk)
                 if size > cap:
-                    raise StreamFailure(
-                        f"upstream response exceeds {cap} bytes", Outcome.UPSTREAM_ERROR
-                    )
+                    raise UpstreamError(f"upstream response exceeds {cap} bytes")
                 parts.append(chunk)
     except TimeoutError:
         raise UpstreamTimeout(f"upstream response body took over {timeout_s:g} s") from None
     except (aiohttp.ClientError, OSError) as exc:
-        raise StreamFailure(
-            f"upstream connection failed while reading the body ({type(exc).__name__})",
-            Outcome.UPSTREAM_ERROR,
+        raise UpstreamError(
+            f"upstream connection failed while reading the body ({type(exc).__name__})"
         ) from None
     return b"".join(parts)

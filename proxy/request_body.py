@@ -8,18 +8,17 @@ import json
 
 from aiohttp import web
 
-from proxy import keys
 from proxy.core.errors import BadRequest, PayloadTooLarge, RequestTimeout
+from proxy.core.runtime import BodyPolicy
 
 
-async def read_request_body(request: web.Request) -> bytes:
+async def read_request_body(request: web.Request, policy: BodyPolicy) -> bytes:
     """The body, refused early when over the cap (not `request.read()`: that keeps a copy).
 
     A client that sends nothing for `client_stall_s` gets a 408 (also when its chunked framing
     breaks: aiohttp then delivers nothing more); one whose body cannot be decoded (its
     Content-Encoding) a 400."""
-    config = request.app[keys.CONFIG]
-    limit, stall_s = config.server.max_body_bytes, config.defaults.timeouts.client_stall_s
+    limit, stall_s = policy.max_bytes, policy.stall_s
     too_large = PayloadTooLarge(f"request body exceeds {limit} bytes")
     if request.content_length is not None and request.content_length > limit:
         raise too_large

@@ -10,16 +10,12 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from proxy.config.models import RouteConfig
-from proxy.core.dialects import Dialect
-from proxy.core.errors import Outcome, ProxyError, StreamFailure
+from proxy.core.dialects import Dialect, Usage
+from proxy.core.errors import ProxyError, UpstreamAnswered
 from proxy.core.headers import client_response_headers
 from proxy.core.redaction import redact_body, redact_cut_body
-from proxy.core.stats import RequestRecord
+from proxy.core.runtime import Route
 
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
-                403: "permission_error", 404: "not_found_error", 413: "request_too_large",
-                429: "rate_limit_error", 529: "overloaded_error"}  # fmt: skip
 _ERROR_BODY_CAP = 64 * 1024
 
 
@@ -38,21 +34,17 @@ def _json_or_none(body: bytes) -> Any:
 
 
 def passthrough_response(
-    dialect: Dialect,
-    upstream: aiohttp.ClientResponse,
-    body: bytes,
-    route: RouteConfig,
-    record: RequestRecord,
-) -> web.Response:
-    """The upstream's status, headers and body as they are (keys scrubbed), usage recorded."""
-    body = redact_body(body, route.revealed_keys())
+    upstream: aiohttp.ClientResponse, body: bytes, route: Route, request_id: str
+) -> tuple[web.Response, Usage | None]:
+    """The upstream's status, headers and body as they are (keys redacted), and the usage a
+    successful JSON body reports."""
+    body = redact_body(body, route.keys)
+    usage = None
     if upstream.status < 300 and upstream.content_type == "application/json":
-        usage = dialect.usage_from_body(_json_or_none(body))
-        record.usage_output_tokens = usage.output_tokens
-        record.input_tokens = usage.input_tokens
-    headers = client_response_headers(upstream.headers, route.revealed_keys())
-    headers["X-Request-Id"] = record.request_id
-    return web.Response(status=upstream.status, body=body, headers=headers)
+        usage = route.dialect.usage_from_body(_json_or_none(body))
+    headers = client_response_headers(upstream.headers, route.keys)
+    headers["X-Request-Id"] = request_id
+    return web.Response(status=upstream.status, body=body, headers=headers), usage
 
 
 def _upstream_message(body: bytes) -> str:
@@ -77,8 +69,8 @@ async def _error_body(upstream: aiohttp.ClientResponse, wait_s: float) -> bytes:
 
 
 async def upstream_failure(
-    upstream: aiohttp.ClientResponse, route: RouteConfig, wait_s: float
-) -> StreamFailure:
+    upstream: aiohttp.ClientResponse, route: Route, wait_s: float
+) -> UpstreamAnswered:
     """An upstream answer that cannot be relayed after the commit, as an in-band failure.
 
     The client is already waiting on a 200: the body (only the message is wanted from it) gets
@@ -87,9 +79,7 @@ async def upstream_failure(
     """
     if upstream.status < 300:
         message = f"upstream answered {upstream.content_type}, not an event stream"
-        return StreamFailure(message, Outcome.UPSTREAM_ERROR)
-    body = redact_cut_body(await _error_body(upstream, wait_s), route.revealed_keys())
+        return UpstreamAnswered(message)
+    body = redact_cut_body(await _error_body(upstream, wait_s), route.keys)
     message = f"upstream answered HTTP {upstream.status}: {_upstream_message(body)}"
-    failure = StreamFailure(message, Outcome.UPSTREAM_ERROR, status=upstream.status)
-    failure.error_type = _ERROR_TYPES.get(upstream.status, "api_error")
-    return failure
+    return UpstreamAnswered(message, upstream.status)

@@ -2,7 +2,8 @@
 
 Failover happens only while nothing can have reached a model twice: on a connect failure, and on
 502/503/504 (a gateway in front of the model refused). A 500/501 is passed through: the request
-may have reached the model, and a replay could bill twice.
+may have reached the model, and a replay could bill twice. Each try is an `Attempt`
+(`proxy.core.attempts`); the caller gets them with the response, or inside the error.
 """
 
 from __future__ import annotations
@@ -13,13 +14,12 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from proxy.config.models import RouteConfig, UpstreamConfig
-from proxy.core.dialects import Dialect
+from proxy.config.models import UpstreamConfig
+from proxy.core.attempts import Attempt, AttemptKind
 from proxy.core.errors import UpstreamTimeout, UpstreamUnavailable
 from proxy.core.headers import upstream_request_headers
 from proxy.core.redaction import redact_text
-
-FAILOVER_STATUSES = frozenset({502, 503, 504})
+from proxy.core.runtime import Route
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,20 +35,16 @@ class UpstreamCall:
     answer_within_s: float = 120.0
 
 
-async def _attempt(
-    session: aiohttp.ClientSession,
-    upstream: UpstreamConfig,
-    call: UpstreamCall,
-    dialect: Dialect,
-    connect: aiohttp.ClientTimeout,
-) -> aiohttp.ClientResponse:
-    headers = upstream_request_headers(
-        call.client_headers, upstream, dialect, call.request_id, call.drop_headers
-    )
-    return await session.request(
-        call.method, upstream.url + call.path_qs, headers=headers, data=call.body,
-        allow_redirects=False, timeout=connect,
-    )  # fmt: skip
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """The upstream that answered, and every attempt it took (the last one answered)."""
+
+    response: aiohttp.ClientResponse
+    attempts: tuple[Attempt, ...]
+
+    @property
+    def sent_at(self) -> float:
+        return self.attempts[-1].started
 
 
 def connect_timeout(connect_s: float) -> aiohttp.ClientTimeout:
@@ -62,46 +58,75 @@ def _not_connected(exc: BaseException) -> bool:
     return isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
 
 
+async def _attempt(
+    session: aiohttp.ClientSession, upstream: UpstreamConfig, call: UpstreamCall, route: Route
+) -> aiohttp.ClientResponse | AttemptKind:
+    """One try: the response, or what kept it from answering."""
+    headers = upstream_request_headers(
+        call.client_headers, upstream, route.dialect, call.request_id, call.drop_headers
+    )
+    try:
+        async with asyncio.timeout(call.answer_within_s) as timer:
+            return await session.request(
+                call.method, upstream.url + call.path_qs, headers=headers, data=call.body,
+                allow_redirects=False, timeout=connect_timeout(route.connect_s),
+            )  # fmt: skip
+    except (aiohttp.ClientError, OSError) as exc:
+        if timer.expired():
+            return AttemptKind.TIMEOUT
+        return AttemptKind.CONNECT if _not_connected(exc) else AttemptKind.DROPPED
+
+
 async def open_upstream(
     session: aiohttp.ClientSession,
-    route: RouteConfig,
+    route: Route,
     call: UpstreamCall,
-    dialect: Dialect,
-    on_attempt: Callable[[UpstreamConfig], None],
-) -> aiohttp.ClientResponse:
+    on_attempt: Callable[[str, float], None],
+) -> Opened:
     """The first upstream that answers with something other than 502/503/504.
 
     Response headers must arrive within `call.answer_within_s`; the connection itself within
-    the route's `connect_s`. Exhausting the route is a 502.
+    the route's `connect_s`. `on_attempt(name, started)` is told of each try as it begins.
+    Exhausting the route is a 502; an upstream that took the request and then failed (timed
+    out, dropped the connection) ends it there: another try could bill twice.
     """
-    failures: list[str] = []
+    attempts: list[Attempt] = []
     retry_after: dict[str, str] = {}
-    connect = connect_timeout(route.timeouts.connect_s)
+    loop = asyncio.get_running_loop()
     for upstream in route.upstreams:
-        on_attempt(upstream)
-        try:
-            async with asyncio.timeout(call.answer_within_s) as timer:
-                response = await _attempt(session, upstream, call, dialect, connect)
-        except (aiohttp.ClientError, OSError) as exc:
-            if timer.expired():
-                raise UpstreamTimeout(
-                    f"upstream {upstream.name!r} sent no response headers within "
-                    f"{call.answer_within_s:g} s"
-                ) from None
-            if _not_connected(exc):
-                failures.append(f"{upstream.name}: could not connect")
-                continue
-            raise UpstreamUnavailable(
-                f"upstream {upstream.name!r} failed before answering ({type(exc).__name__})"
-            ) from None
-        if response.status not in FAILOVER_STATUSES:
-            return response
-        failures.append(f"{upstream.name}: HTTP {response.status}")
-        if "Retry-After" in response.headers:
-            retry_after = {
-                "Retry-After": redact_text(response.headers["Retry-After"], route.revealed_keys())
-            }
-        response.close()
+        started = loop.time()
+        on_attempt(upstream.name, started)
+        answer = await _attempt(session, upstream, call, route)
+        kind = answer if isinstance(answer, AttemptKind) else AttemptKind.STATUS
+        status = None if isinstance(answer, AttemptKind) else answer.status
+        attempt = Attempt(upstream.name, kind, started, loop.time() - started, status)
+        attempts.append(attempt)
+        if isinstance(answer, aiohttp.ClientResponse):
+            if not attempt.fails_over:
+                return Opened(answer, tuple(attempts))
+            if "Retry-After" in answer.headers:
+                retry_after = {
+                    "Retry-After": redact_text(answer.headers["Retry-After"], route.keys)
+                }
+            answer.close()
+        elif not attempt.fails_over:
+            raise _failed_before_answering(attempt, call, tuple(attempts))
+    failures = "; ".join(attempt.describe() for attempt in attempts)
     raise UpstreamUnavailable(
-        "no upstream could serve the request (" + "; ".join(failures) + ")", headers=retry_after
+        f"no upstream could serve the request ({failures})", tuple(attempts), headers=retry_after
+    )
+
+
+def _failed_before_answering(
+    attempt: Attempt, call: UpstreamCall, attempts: tuple[Attempt, ...]
+) -> UpstreamTimeout | UpstreamUnavailable:
+    if attempt.kind is AttemptKind.TIMEOUT:
+        return UpstreamTimeout(
+            f"upstream {attempt.upstream!r} sent no response headers within "
+            f"{call.answer_within_s:g} s",
+            attempts,
+        )
+    return UpstreamUnavailable(
+        f"upstream {attempt.upstream!r} failed before answering (the connection dropped)",
+        attempts,
     )

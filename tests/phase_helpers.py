@@ -178,7 +178,13 @@ async def eventually(predicate: Callable[[], bool], what: str, within: float = 5
 
 
 async def slots_released(proxy: RunningProxy, user: str = "alice", held: int = 0) -> None:
-    await eventually(lambda: proxy.limiter.active(user) == held, f"{user} holds {held} slots")
+    """Poll the limiter (through its protocol) until `user` holds `held` slots."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5.0
+    while await proxy.limiter.held(user) != held:
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for: {user} holds {held} slots")
+        await asyncio.sleep(0.005)
 
 
 async def finished_lines(proxy: RunningProxy, count: int) -> list[dict[str, Any]]:

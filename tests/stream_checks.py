@@ -10,11 +10,11 @@ import aiohttp
 
 from tests.conftest import RunningProxy
 from tests.fake_upstream import FakeUpstream, Step
+from tests.phase_helpers import slots_released
 from tests.relay_support import (
     HEARTBEAT,
     WAIT_S,
     ClientStream,
-    eventually,
     finished_line,
     payload,
     requests_total,
@@ -106,5 +106,5 @@ async def assert_upstream_closed_and_slot_freed(
     proxy: RunningProxy, upstream: FakeUpstream
 ) -> None:
     await asyncio.wait_for(upstream.disconnected.wait(), WAIT_S)
-    await eventually(lambda: proxy.limiter.active("alice") == 0)
+    await slots_released(proxy)
     await assert_finished(proxy, "client_disconnected")

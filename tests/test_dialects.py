@@ -14,8 +14,11 @@ import pytest
 
 from proxy.core.dialects import Signal
 from proxy.core.dialects.openai import OPENAI
+from proxy.core.endings import stream_completed
 from proxy.core.sse import SSEEvent
 from proxy.core.stats import RequestRecord
+
+COMPLETED = stream_completed(upstream_reported_error=False)
 
 
 def chat(delta: dict[str, Any], **extra: Any) -> SSEEvent:
@@ -82,7 +85,7 @@ def test_usage_reports_its_reasoning_tokens() -> None:
 def record_of(*timed: tuple[float, Signal]) -> RequestRecord:
     record = RequestRecord(request_id="r", started=0.0, stream=True)
     for at, signal in timed:
-        record.on_signal(signal, at)
+        record.on_event(signal, at)
     return record
 
 
@@ -93,7 +96,7 @@ def test_hidden_reasoning_tokens_are_not_in_the_streaming_rate() -> None:
     """o-series: 2000 reasoning tokens before the first word, 2 words streamed in 0.5 s."""
     record = record_of((1.0, Signal(content=True)), (1.5, Signal(content=True)),
                        (1.6, HIDDEN_REASONING_USAGE))  # fmt: skip
-    report = record.report(2.0)
+    report = record.report(2.0, COMPLETED)
     assert (report.output_tokens, report.tokens_source) == (2002, "usage")  # billed: all of them
     assert report.tokens_per_s == pytest.approx(2 / 0.5)
 
@@ -102,4 +105,4 @@ def test_streamed_reasoning_tokens_are_in_the_streaming_rate() -> None:
     """DeepSeek-style: the reasoning itself was streamed within the span, so it counts."""
     record = record_of((1.0, Signal(content=True, reasoning=True)), (1.5, Signal(content=True)),
                        (1.6, HIDDEN_REASONING_USAGE))  # fmt: skip
-    assert record.report(2.0).tokens_per_s == pytest.approx(2002 / 0.5)
+    assert record.report(2.0, COMPLETED).tokens_per_s == pytest.approx(2002 / 0.5)

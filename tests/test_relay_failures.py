@@ -14,10 +14,12 @@ from typing import cast
 import aiohttp
 import pytest
 
+from proxy.client_channel import ClientChannel
 from proxy.core.dialects import dialect_for
-from proxy.core.errors import Outcome, StreamFailure
+from proxy.core.errors import Outcome, UpstreamTimeout
+from proxy.core.runtime import RelaySettings
 from proxy.core.stats import RequestRecord
-from proxy.relay import ClientChannel, RelaySettings, StreamPump
+from proxy.relay import StreamPump
 from tests.conftest import CANARY_UPSTREAM_KEY, ProxyFactory, RunningProxy
 from tests.fake_upstream import Close, FakeUpstream, Hold, Reset, Script, Step
 from tests.relay_support import (
@@ -251,7 +253,8 @@ class SinkChannel:
     def __init__(self, record: RequestRecord) -> None:
         self.record, self.dialect = record, dialect_for("openai")
         self.loop = asyncio.get_running_loop()
-        self.last_write, self.received = record.started, 0
+        self.started = self.last_write = record.started
+        self.received = 0
 
     async def send(self, data: bytes) -> float:
         self.received += len(data)
@@ -271,9 +274,9 @@ async def test_max_stream_duration_ends_a_stream_that_never_pauses() -> None:
                            client_stall_s=30, max_event_bytes=2**20)  # fmt: skip
     body, channel = EndlessBody(give_up_at=record.started + 2), SinkChannel(record)
     upstream = cast(aiohttp.ClientResponse, SimpleNamespace(content=body))
-    pump = StreamPump(upstream, cast(ClientChannel, channel), limits)
+    pump = StreamPump(upstream, cast(ClientChannel, channel), limits, sent_at=record.started)
 
-    with pytest.raises(StreamFailure) as failed:
+    with pytest.raises(UpstreamTimeout) as failed:
         await pump.run()
     assert failed.value.outcome is Outcome.UPSTREAM_TIMEOUT
     assert channel.received > 0
@@ -327,7 +330,7 @@ async def test_a_client_leaving_mid_stream_closes_the_upstream_and_frees_the_slo
     upstream.enqueue(Script(steps=[openai_event("a"), Hold(gate()), OPENAI_DONE]))
     client = await open_stream(proxy)
     await client.contains(openai_event("a"))
-    assert proxy.limiter.active("alice") == 1
+    assert await proxy.limiter.held("alice") == 1
 
     client.response.close()
     await assert_upstream_closed_and_slot_freed(proxy, upstream)
@@ -339,7 +342,7 @@ async def test_a_client_leaving_before_the_upstream_answered_closes_the_upstream
     upstream.enqueue(Script(steps=[OPENAI_DONE], hold_headers=gate()))
     request = asyncio.ensure_future(proxy.post("/v1/chat/completions", payload("openai")))
     await eventually(lambda: len(upstream.requests) == 1)
-    assert proxy.limiter.active("alice") == 1
+    assert await proxy.limiter.held("alice") == 1
 
     request.cancel()
     with contextlib.suppress(asyncio.CancelledError):

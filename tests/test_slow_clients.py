@@ -18,10 +18,11 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from proxy.client_channel import ClientChannel
 from proxy.core.dialects import dialect_for
-from proxy.core.errors import Outcome, StreamFailure
+from proxy.core.errors import UpstreamError
+from proxy.core.runtime import RelaySettings
 from proxy.core.stats import RequestRecord
-from proxy.relay import ClientChannel, RelaySettings
 from tests.conftest import CANARY_CLIENT_KEY, ProxyFactory, RunningProxy
 from tests.fake_upstream import FakeUpstream, Hold, Reset, Script, Step
 from tests.relay_support import OPENAI_DONE, eventually, openai_event, payload
@@ -79,7 +80,7 @@ async def test_a_client_that_stops_reading_before_the_final_chunk_is_dropped(
 
     line = await assert_finished(proxy, "client_disconnected")
     assert "read nothing" in line["error"]
-    assert proxy.limiter.active("alice") == 0
+    assert await proxy.limiter.held("alice") == 0
     await eventually(lambda: not proxy.runner.server.connections)  # type: ignore[union-attr]
     client.close()
 
@@ -151,8 +152,8 @@ async def test_an_error_event_the_client_cannot_take_drops_the_connection_at_onc
                            client_stall_s=0.05, max_event_bytes=2**20)  # fmt: skip
     transport = StalledTransport()
     request = SimpleNamespace(transport=transport, protocol=SimpleNamespace(writing_paused=True))
-    channel = ClientChannel(cast(web.Request, request), record, dialect_for("openai"), limits)
+    channel = ClientChannel(cast(web.Request, request), dialect_for("openai"), limits, record)
     channel.response = cast(web.StreamResponse, NeverWritten())
 
-    await channel.fail(StreamFailure("upstream reset", Outcome.UPSTREAM_ERROR))
+    await channel.fail(UpstreamError("upstream reset"))
     assert transport.aborted and not transport.closed

@@ -58,7 +58,7 @@ async def test_body_end_after_the_terminator_is_read_in_the_background_then_reus
     # The client has its whole stream while the upstream has not ended its body yet.
     assert (await stream_once(proxy)).endswith(DONE)
     assert (await last_finished(proxy))["outcome"] == "completed"
-    releaser = proxy.app[keys.RELEASER]
+    releaser = proxy.app[keys.SERVICES].releaser
     assert releaser.pending == 1
     body_end.set()
     await eventually(lambda: releaser.pending == 0, "the tail read to end")
@@ -70,7 +70,7 @@ async def test_body_end_after_the_terminator_is_read_in_the_background_then_reus
 async def test_a_tail_that_never_ends_is_closed(
     proxy: RunningProxy, upstream: FakeUpstream
 ) -> None:
-    proxy.app[keys.RELEASER].tail_wait_s = 0.05
+    proxy.app[keys.SERVICES].releaser.tail_wait_s = 0.05
     never = asyncio.Event()
     upstream.enqueue(Script(steps=[chat_chunk("hi"), DONE, Hold(never)]))
     await stream_once(proxy)

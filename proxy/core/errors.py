@@ -1,14 +1,19 @@
-"""The proxy's own errors: the one place HTTP statuses and error types are chosen.
+"""Everything that ends a request early, as exceptions that say where they came from.
 
-A `ProxyError` carries what a client needs (status, error type, message, extra headers) and the
-outcome it counts as. The dialect of the client (OpenAI or Anthropic) decides the body's shape;
-see `proxy.core.dialects`.
+Each class fixes four things: its `source` (the client, the proxy itself, or the upstream), the
+`outcome` it counts as (a closed set, a metric label), the HTTP `status` a client gets while
+nothing is committed, and the provider-style `error_type` of its error body or event. Whether it
+is reported as a whole response, an in-band error event or an abnormal end is decided in one
+place, `proxy.core.endings`, from the class and from whether the response was committed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import StrEnum
+from typing import ClassVar
+
+from proxy.core.attempts import Attempt
 
 
 class Outcome(StrEnum):
@@ -23,17 +28,32 @@ class Outcome(StrEnum):
     INTERNAL_ERROR = "internal_error"
 
 
-class ProxyError(Exception):
-    """An error the proxy answers itself, before or after the response was committed."""
+class Source(StrEnum):
+    """Where an error came from."""
 
+    CLIENT = "client"  # the request, or the client's connection
+    PROXY = "proxy"  # a limit, the proxy stopping, a bug of ours
+    UPSTREAM = "upstream"  # the provider's servers, or the connection to them
+
+
+class ProxyError(Exception):
+    """An error that ends a request. Subclasses fix where it came from and what it counts as."""
+
+    source: ClassVar[Source] = Source.PROXY
+    outcome: ClassVar[Outcome] = Outcome.INTERNAL_ERROR
     status: int = 500
     error_type: str = "api_error"
-    outcome: Outcome = Outcome.INTERNAL_ERROR
+    # After the commit, the proxy writes its own error event for it (False: the upstream already
+    # did, or there is nobody left to tell).
+    own_event: ClassVar[bool] = True
 
     def __init__(self, message: str, *, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.headers: Mapping[str, str] = headers or {}
+
+
+# --- the client ---
 
 
 class ClientRequestError(ProxyError):
@@ -43,6 +63,7 @@ class ClientRequestError(ProxyError):
     nothing went wrong inside it. The `status` field tells the two apart.
     """
 
+    source = Source.CLIENT
     outcome = Outcome.REJECTED
 
 
@@ -76,35 +97,108 @@ class PayloadTooLarge(ClientRequestError):
     error_type = "request_too_large"
 
 
+class ClientGone(ProxyError):
+    """The client closed the connection or stopped reading (499: nobody sees a response)."""
+
+    source = Source.CLIENT
+    outcome = Outcome.CLIENT_DISCONNECTED
+    status = 499
+    error_type = "client_closed_request"
+    own_event = False
+
+
+# --- the proxy ---
+
+
 class ConcurrencyLimitExceeded(ProxyError):
     status = 429
     error_type = "rate_limit_error"
     outcome = Outcome.REJECTED
 
 
-class UpstreamUnavailable(ProxyError):
+class ShuttingDown(ProxyError):
+    """The shutdown grace period ran out while the request was still open."""
+
+    status = 503
+    outcome = Outcome.INTERNAL_ERROR
+
+
+class InternalError(ProxyError):
+    """A bug of ours. After the commit the stream is ended abnormally, without an event."""
+
+    own_event = False
+
+    @classmethod
+    def wrapping(cls, exc: BaseException) -> InternalError:
+        return cls(f"internal error ({type(exc).__name__})")
+
+
+# --- the upstream ---
+
+
+class UpstreamError(ProxyError):
+    """The upstream failed: it broke the connection, broke the protocol or sent too much."""
+
+    source = Source.UPSTREAM
+    outcome = Outcome.UPSTREAM_ERROR
+    status = 502
+
+
+class UpstreamUnavailable(UpstreamError):
     """Every upstream of the route refused the connection or answered 502/503/504."""
 
-    status = 502
-    error_type = "api_error"
-    outcome = Outcome.UPSTREAM_ERROR
+    def __init__(
+        self,
+        message: str,
+        attempts: tuple[Attempt, ...] = (),
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, headers=headers)
+        self.attempts = attempts
 
 
-class UpstreamTimeout(ProxyError):
+class UpstreamTimeout(UpstreamError):
+    """No headers, no first byte, no next byte or no end in time."""
+
+    outcome = Outcome.UPSTREAM_TIMEOUT
     status = 504
     error_type = "timeout_error"
-    outcome = Outcome.UPSTREAM_TIMEOUT
 
-
-class StreamFailure(ProxyError):
-    """A failure after the response was committed; reported in-band as an error event."""
-
-    status = 502
-    error_type = "api_error"
-
-    def __init__(self, message: str, outcome: Outcome, *, status: int = 502) -> None:
+    def __init__(self, message: str, attempts: tuple[Attempt, ...] = ()) -> None:
         super().__init__(message)
-        self.outcome = outcome
-        self.status = status
-        if outcome is Outcome.UPSTREAM_TIMEOUT:
-            self.error_type = UpstreamTimeout.error_type
+        self.attempts = attempts
+
+
+class UpstreamTruncated(UpstreamError):
+    """The upstream ended its body cleanly, but before the dialect's terminator."""
+
+    outcome = Outcome.TRUNCATED
+
+
+class UpstreamErrorEvent(UpstreamError):
+    """The upstream sent its own error event, already relayed; the proxy adds none."""
+
+    own_event = False
+
+    def __init__(self) -> None:
+        super().__init__("upstream reported an error in the stream")
+
+
+# Provider error types for the statuses an upstream answers, as the SDKs name them.
+_UPSTREAM_ERROR_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
+    529: "overloaded_error",
+}  # fmt: skip
+
+
+class UpstreamAnswered(UpstreamError):
+    """An upstream answer that cannot be relayed as a stream once the response is committed:
+    an error status, or a body that is not an event stream. Carries the upstream's status."""
+
+    def __init__(self, message: str, upstream_status: int | None = None) -> None:
+        super().__init__(message)
+        if upstream_status is not None:
+            self.status = upstream_status
+            self.error_type = _UPSTREAM_ERROR_TYPES.get(upstream_status, "api_error")

@@ -5,17 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from fnmatch import fnmatchcase
 
-from proxy.config.models import RouteConfig
 from proxy.core.errors import BadRequest, NotFound
+from proxy.core.runtime import Route
 
 
-def _model_matches(route: RouteConfig, model: str | None) -> bool:
+def _model_matches(route: Route, model: str | None) -> bool:
     if route.models is None:
         return True
     return model is not None and any(fnmatchcase(model, pattern) for pattern in route.models)
 
 
-def select_route(routes: Sequence[RouteConfig], path: str, model: str | None) -> RouteConfig:
+def select_route(routes: Sequence[Route], path: str, model: str | None) -> Route:
     """The route for this request, or the client error that explains why there is none."""
     model_required = False
     path_known = False

@@ -13,14 +13,22 @@ Definitions (see docs in README "Metrics"):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
+from typing import Any
 
-from proxy.core.dialects import Signal
-from proxy.core.errors import Outcome
+from proxy.core.attempts import Attempt
+from proxy.core.dialects import Signal, Usage
+from proxy.core.endings import Ending
+from proxy.core.errors import Outcome, Source
+
+_IN_MS: dict[str, Any] = {"log": "ms"}  # logged as `<name without _s>_ms`, in milliseconds
+_TWO_DECIMALS: dict[str, Any] = {"log": "2dp"}
 
 
 @dataclass(frozen=True, slots=True)
 class StreamReport:
+    """What one request came to; its fields, in order, are the `stream.finished` log line."""
+
     request_id: str
     user: str | None
     route: str | None
@@ -29,21 +37,44 @@ class StreamReport:
     stream: bool
     status: int
     outcome: Outcome
-    duration_s: float
-    ttft_s: float | None
-    upstream_first_byte_s: float | None
+    ttft_s: float | None = field(metadata=_IN_MS)
+    duration_s: float = field(metadata=_IN_MS)
+    upstream_first_byte_s: float | None = field(metadata=_IN_MS)
     output_tokens: int | None
     tokens_source: str | None
     input_tokens: int | None
-    tokens_per_s: float | None
+    tokens_per_s: float | None = field(metadata=_TWO_DECIMALS)
     heartbeats: int
     bytes_out: int
     error: str | None
+    error_source: Source | None
+    attempts: tuple[Attempt, ...]
+
+    def log_fields(self) -> dict[str, Any]:
+        """The log line's fields: seconds as milliseconds, enums as strings, attempts as lists."""
+        line: dict[str, Any] = {}
+        for each in fields(self):
+            name, value, how = each.name, getattr(self, each.name), each.metadata.get("log")
+            if how == "ms":
+                name, value = name.removesuffix("_s") + "_ms", _rounded(value, 1000, 1)
+            elif how == "2dp":
+                value = _rounded(value, 1, 2)
+            elif isinstance(value, Outcome | Source):
+                value = str(value)
+            elif name == "attempts":
+                value = [attempt.log_fields() for attempt in value]
+            line[name] = value
+        return line
+
+
+def _rounded(value: float | None, scale: float, digits: int) -> float | None:
+    return None if value is None else round(value * scale, digits)
 
 
 @dataclass(slots=True)
 class RequestRecord:
-    """Everything one request learns on its way; mutated by the phases, read once at the end."""
+    """Everything one request learns on its way, as signals from the phases; read once, at the
+    end, into a `StreamReport`. Nothing branches on it."""
 
     request_id: str
     started: float
@@ -52,9 +83,7 @@ class RequestRecord:
     upstream: str | None = None
     model: str | None = None
     stream: bool = False
-    status: int = 0
-    outcome: Outcome = Outcome.INTERNAL_ERROR
-    error: str | None = None
+    attempts: tuple[Attempt, ...] = ()
     upstream_started: float | None = None
     upstream_first_byte: float | None = None
     first_content: float | None = None
@@ -63,21 +92,32 @@ class RequestRecord:
     usage_output_tokens: int | None = None
     input_tokens: int | None = None
     terminated: bool = False
-    upstream_reported_error: bool = False
     usage_reasoning_tokens: int | None = None
     reasoning_streamed: bool = False
     heartbeats: int = 0
     bytes_out: int = 0
-    settled: bool = False
 
-    def settle(self, outcome: Outcome, status: int, error: str | None = None) -> None:
-        """Fix how the request ended; the first (innermost, most specific) call wins."""
-        if self.settled:
-            return
-        self.settled = True
-        self.outcome, self.status, self.error = outcome, status, error
+    def on_attempt_started(self, upstream: str, at: float) -> None:
+        self.upstream, self.upstream_started = upstream, at
 
-    def on_signal(self, signal: Signal, written_at: float) -> None:
+    def on_attempts(self, attempts: tuple[Attempt, ...]) -> None:
+        self.attempts = attempts
+
+    def on_upstream_first_byte(self, at: float) -> None:
+        if self.upstream_first_byte is None:
+            self.upstream_first_byte = at
+
+    def on_written(self, size: int) -> None:
+        self.bytes_out += size
+
+    def on_heartbeat(self) -> None:
+        self.heartbeats += 1
+
+    def on_usage(self, usage: Usage) -> None:
+        """The usage figures of a whole (non-streamed) body."""
+        self.usage_output_tokens, self.input_tokens = usage.output_tokens, usage.input_tokens
+
+    def on_event(self, signal: Signal, written_at: float) -> None:
         """Account one event that was written to the client at `written_at`."""
         if signal.content:
             if self.first_content is None:
@@ -93,8 +133,6 @@ class RequestRecord:
             self.input_tokens = signal.input_tokens
         if signal.terminal:
             self.terminated = True
-        if signal.error:
-            self.upstream_reported_error = True
 
     def output_tokens(self) -> tuple[int | None, str | None]:
         if self.usage_output_tokens is not None:
@@ -116,7 +154,7 @@ class RequestRecord:
             return 0
         return self.usage_reasoning_tokens or 0
 
-    def report(self, finished: float) -> StreamReport:
+    def report(self, finished: float, ending: Ending) -> StreamReport:
         output_tokens, source = self.output_tokens()
         first_byte = None
         if self.upstream_first_byte is not None and self.upstream_started is not None:
@@ -128,8 +166,8 @@ class RequestRecord:
             upstream=self.upstream,
             model=self.model,
             stream=self.stream,
-            status=self.status,
-            outcome=self.outcome,
+            status=ending.status,
+            outcome=ending.outcome,
             duration_s=finished - self.started,
             ttft_s=None if self.first_content is None else self.first_content - self.started,
             upstream_first_byte_s=first_byte,
@@ -139,5 +177,7 @@ class RequestRecord:
             tokens_per_s=self.tokens_per_second(output_tokens),
             heartbeats=self.heartbeats,
             bytes_out=self.bytes_out,
-            error=self.error,
+            error=ending.error,
+            error_source=ending.error_source,
+            attempts=self.attempts,
         )

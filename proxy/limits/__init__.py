@@ -1,30 +1,26 @@
 """Per-user concurrent-stream limits.
 
-A limiter hands out leases: `async with limiter.acquire(user, limit):` around a whole stream.
-A full user gets `ConcurrencyLimitExceeded` (429) and touches no counter. The lease is released
-exactly once in `__aexit__`, shielded from cancellation, whatever ended the stream.
+A limiter hands out slots: `async with limiter.acquire(user, limit):` around a whole request. A
+full user gets `ConcurrencyLimitExceeded` (429) and touches no count. The slot is released
+exactly once when the block ends, whatever ended it: an exception, or a cancellation at any
+await. A backend whose release is synchronous (`memory`) needs nothing more for that; a backend
+whose release awaits (a network round trip) must shield it from cancellation.
+
+`build_limiter` picks the backend named by `limits.backend`; every backend passes the contract
+suite in `tests/contract/test_limiters.py`.
 """
 
 from __future__ import annotations
 
-from contextlib import AbstractAsyncContextManager
-from typing import Protocol
+from proxy.config.models import LimitsConfig
+from proxy.limits.memory import MemoryLimiter
+from proxy.limits.protocol import ConcurrencyLimiter, limit_exceeded
 
-from proxy.core.errors import ConcurrencyLimitExceeded
-
-
-class ConcurrencyLimiter(Protocol):
-    def acquire(self, user: str, limit: int) -> AbstractAsyncContextManager[None]:
-        """Hold one of `user`'s `limit` slots for the duration of the block."""
-        ...
-
-    async def close(self) -> None: ...
+__all__ = ["ConcurrencyLimiter", "MemoryLimiter", "build_limiter", "limit_exceeded"]
 
 
-def limit_exceeded(limit: int) -> ConcurrencyLimitExceeded:
-    plural = "stream" if limit == 1 else "streams"
-    return ConcurrencyLimitExceeded(
-        f"concurrent stream limit reached: at most {limit} {plural} may be open at once "
-        "for this user; retry when one finishes",
-        headers={"Retry-After": "1"},
-    )
+def build_limiter(config: LimitsConfig) -> ConcurrencyLimiter:
+    """The limiter `limits.backend` names."""
+    match config.backend:
+        case "memory":
+            return MemoryLimiter()

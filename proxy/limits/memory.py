@@ -1,22 +1,23 @@
-"""In-process limiter: one counter per user, right for a single replica."""
+"""In-process limiter: one count per user, right for a single replica.
+
+The release is synchronous, in the `finally` of the block: no await, so no cancellation can
+interrupt it, and the slot returns exactly once.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from proxy.limits import limit_exceeded
+from proxy.limits.protocol import limit_exceeded
 
 
 class MemoryLimiter:
     def __init__(self) -> None:
         self._active: dict[str, int] = {}
 
-    def active(self, user: str) -> int:
+    async def held(self, user: str) -> int:
         return self._active.get(user, 0)
-
-    def total_active(self) -> int:
-        return sum(self._active.values())
 
     @asynccontextmanager
     async def acquire(self, user: str, limit: int) -> AsyncIterator[None]:

@@ -1,0 +1,115 @@
+"""The upstream half of a request: open the upstream (with failover; heartbeats while a stream
+waits for it), then answer: relay an event stream, or pass a whole body through."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiohttp
+from aiohttp import web
+
+from proxy.client_channel import await_with_heartbeats
+from proxy.core.endings import passed_through, stream_completed
+from proxy.core.errors import Outcome, UpstreamTimeout, UpstreamUnavailable
+from proxy.core.headers import client_response_headers
+from proxy.core.runtime import Route
+from proxy.exchange import ClientBody, Exchange
+from proxy.relay import StreamPump, read_body
+from proxy.responses import passthrough_response, upstream_failure
+from proxy.upstream import Opened, UpstreamCall, open_upstream
+
+MAX_UPSTREAM_BODY = 64 * 1024 * 1024
+
+
+@asynccontextmanager
+async def upstream_for(exchange: Exchange, route: Route, body: ClientBody) -> AsyncIterator[Opened]:
+    """The upstream's answer for the block; then its connection goes back to the pool if it
+    completed, or is closed (so a provider whose client left stops generating)."""
+    record = exchange.record
+    opening = asyncio.ensure_future(
+        open_upstream(
+            exchange.services.session, route, _call(exchange, route, body),
+            record.on_attempt_started,
+        )
+    )  # fmt: skip
+    try:
+        if record.stream:
+            opened = await await_with_heartbeats(opening, exchange.open_channel(route))
+        else:
+            opened = await opening
+    except (UpstreamUnavailable, UpstreamTimeout) as error:
+        record.on_attempts(error.attempts)
+        raise
+    except BaseException:
+        _discard(opening)
+        raise
+    record.on_attempts(opened.attempts)
+    try:
+        yield opened
+    finally:
+        ending = exchange.ending
+        completed = ending is not None and ending.outcome is Outcome.COMPLETED
+        exchange.services.releaser.finish(opened.response, completed=completed)
+
+
+def _call(exchange: Exchange, route: Route, body: ClientBody) -> UpstreamCall:
+    request, record = exchange.request, exchange.record
+    identity_header = exchange.runtime.auth.identity_header
+    drop = frozenset({identity_header.lower()}) if identity_header else frozenset()
+    answer_within_s = (  # a whole answer comes when it is generated: what is left of the budget
+        route.relay.first_byte_s
+        if record.stream
+        else record.started + route.relay.max_stream_s - asyncio.get_running_loop().time()
+    )
+    return UpstreamCall(request.method, request.rel_url.raw_path_qs, request.headers,
+                        body.take(), record.request_id, drop, answer_within_s)  # fmt: skip
+
+
+def _discard(opening: asyncio.Future[Opened]) -> None:
+    """Stop an upstream attempt still under way, or close a response nobody will relay."""
+    if not opening.done():
+        opening.cancel()
+    elif not opening.cancelled() and opening.exception() is None:
+        opening.result().response.close()
+
+
+async def answer(exchange: Exchange, route: Route, opened: Opened) -> web.StreamResponse:
+    """Relay a 2xx event stream; pass anything else through, or report it in-band if a
+    heartbeat already committed the stream."""
+    upstream = opened.response
+    if upstream.status < 300 and upstream.content_type == "text/event-stream":
+        return await _relay(exchange, route, opened)
+    channel = exchange.channel
+    if channel is not None and channel.committed:
+        quiet_s = channel.last_write + route.relay.heartbeat_s - channel.loop.time()
+        raise await upstream_failure(upstream, route, max(quiet_s, 0.0))
+    return await _pass_through(exchange, route, upstream)
+
+
+async def _relay(exchange: Exchange, route: Route, opened: Opened) -> web.StreamResponse:
+    channel, sent_at = exchange.channel, opened.sent_at
+    if channel is None:  # an event stream although the request did not ask for one
+        exchange.record.stream = True
+        channel = exchange.open_channel(route)
+        sent_at = channel.loop.time()  # its headers had max_stream_s; its first event, first_byte_s
+    await channel.commit(client_response_headers(opened.response.headers, route.keys))
+    pump = StreamPump(opened.response, channel, route.relay, sent_at=sent_at)
+    reported_error = await pump.run()
+    response = await channel.end()
+    exchange.end(stream_completed(upstream_reported_error=reported_error))
+    return response
+
+
+async def _pass_through(
+    exchange: Exchange, route: Route, upstream: aiohttp.ClientResponse
+) -> web.Response:
+    record = exchange.record
+    left_s = record.started + route.relay.max_stream_s - asyncio.get_running_loop().time()
+    body = await read_body(upstream, MAX_UPSTREAM_BODY, max(left_s, 0.0), record)
+    response, usage = passthrough_response(upstream, body, route, record.request_id)
+    if usage is not None:
+        record.on_usage(usage)
+    exchange.end(passed_through(upstream.status))
+    return response

@@ -1,0 +1,21 @@
+"""What lives longer than a runtime snapshot: one of each per process, shared by all requests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiohttp
+
+from proxy.lifecycle import Lifecycle
+from proxy.limits import ConcurrencyLimiter
+from proxy.metrics import ProxyMetrics
+from proxy.release import UpstreamReleaser
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    metrics: ProxyMetrics
+    limiter: ConcurrencyLimiter
+    lifecycle: Lifecycle
+    session: aiohttp.ClientSession  # the upstream connection pool
+    releaser: UpstreamReleaser
