@@ -12,11 +12,12 @@ from aiohttp import web
 
 from proxy.client_channel import await_with_heartbeats
 from proxy.core.endings import passed_through, stream_completed
-from proxy.core.errors import Outcome, UpstreamTimeout, UpstreamUnavailable
+from proxy.core.errors import UpstreamErrorEvent, UpstreamTimeout, UpstreamUnavailable
 from proxy.core.headers import client_response_headers
 from proxy.core.runtime import Route
 from proxy.exchange import ClientBody, Exchange
 from proxy.relay import StreamPump, read_body
+from proxy.release import release_or_close
 from proxy.responses import passthrough_response, upstream_failure
 from proxy.upstream import Opened, UpstreamCall, open_upstream
 
@@ -25,8 +26,8 @@ MAX_UPSTREAM_BODY = 64 * 1024 * 1024
 
 @asynccontextmanager
 async def upstream_for(exchange: Exchange, route: Route, body: ClientBody) -> AsyncIterator[Opened]:
-    """The upstream's answer for the block; then its connection goes back to the pool if it
-    completed, or is closed (so a provider whose client left stops generating)."""
+    """The upstream's answer for the block; then its connection goes back to the pool if its
+    body was read to the end, or is closed (so a provider whose client left stops generating)."""
     record = exchange.record
     opening = asyncio.ensure_future(
         open_upstream(
@@ -49,9 +50,7 @@ async def upstream_for(exchange: Exchange, route: Route, body: ClientBody) -> As
     try:
         yield opened
     finally:
-        ending = exchange.ending
-        completed = ending is not None and ending.outcome is Outcome.COMPLETED
-        exchange.services.releaser.finish(opened.response, completed=completed)
+        release_or_close(opened.response)
 
 
 def _call(exchange: Exchange, route: Route, body: ClientBody) -> UpstreamCall:
@@ -96,9 +95,11 @@ async def _relay(exchange: Exchange, route: Route, opened: Opened) -> web.Stream
         sent_at = channel.loop.time()  # its headers had max_stream_s; its first event, first_byte_s
     await channel.commit(client_response_headers(opened.response.headers, route.keys))
     pump = StreamPump(opened.response, channel, route.relay, sent_at=sent_at)
-    reported_error = await pump.run()
+    end = await pump.run()
+    if not end.terminated:  # the upstream's error event is relayed; the end must show it failed
+        raise UpstreamErrorEvent()
     response = await channel.end()
-    exchange.end(stream_completed(upstream_reported_error=reported_error))
+    exchange.end(stream_completed(upstream_reported_error=end.upstream_reported_error))
     return response
 
 

@@ -20,7 +20,6 @@ from proxy.handlers import proxy_handler
 from proxy.lifecycle import Lifecycle
 from proxy.limits import ConcurrencyLimiter, build_limiter
 from proxy.metrics import ProxyMetrics
-from proxy.release import UpstreamReleaser
 from proxy.services import Services
 from proxy.upstream import connect_timeout
 
@@ -53,14 +52,11 @@ async def start_services(app: web.Application) -> AsyncIterator[None]:
         cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=True,
         skip_auto_headers=("User-Agent",),
     ) as session:  # fmt: skip
-        services = Services(
-            app[keys.METRICS], app[keys.LIMITER], app[keys.LIFECYCLE], session, UpstreamReleaser()
-        )
+        services = Services(app[keys.METRICS], app[keys.LIMITER], app[keys.LIFECYCLE], session)
         app[keys.SERVICES] = services
         services.lifecycle.ready = True
         yield
         services.lifecycle.ready = False
-        await services.releaser.close()
     await services.limiter.close()
 
 

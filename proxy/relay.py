@@ -11,6 +11,7 @@ the client's dialect and the response ends without its terminating chunk.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 import aiohttp
 
@@ -25,11 +26,26 @@ from proxy.core.runtime import RelaySettings
 from proxy.core.sse import SSEFramer
 from proxy.core.stats import RequestRecord
 
+# After the stream's last event (the dialect's terminator, or the upstream's own error event),
+# the rest of the body is relayed as it is up to the body's end, waiting at most this long for
+# it and taking at most this many bytes: the client's body is the upstream's to its end, and a
+# body whose end comes in time leaves its connection reusable.
+TAIL_WAIT_S = 1.0
+TAIL_MAX_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    terminated: bool  # the dialect's terminator was relayed: the client's end may be clean
+    upstream_reported_error: bool  # the upstream sent its own error event
+    body_ended: bool  # the upstream's body ended cleanly, in time: its connection is reusable
+
 
 class StreamPump:
     """Moves one upstream SSE body to the client, event by event, until the dialect's
-    terminator. It owns what it learns on the way (the terminator, the upstream's own error
-    event, the first byte) and reports each event to the record as it is written."""
+    terminator or the upstream's own error event, then the rest of the body as it is. It owns
+    what it learns on the way (the terminator, the error event, the first byte) and reports
+    each event to the record as it is written."""
 
     def __init__(
         self,
@@ -54,11 +70,11 @@ class StreamPump:
         self.terminated = False
         self.upstream_reported_error = False
 
-    async def run(self) -> bool:
-        """Relay until the dialect's terminator; True when the upstream reported an error
-        before it. EOF or a failure first raises an `UpstreamError`."""
+    async def run(self) -> StreamEnd:
+        """Relay until the dialect's terminator or the upstream's own error event, then the
+        body's tail. EOF or a failure before either raises an `UpstreamError`."""
         framer, channel, record, dialect = self.framer, self.channel, self.record, self.dialect
-        while not self.terminated:
+        while not (self.terminated or self.upstream_reported_error):
             chunk = await self._next_chunk()
             if not chunk:
                 self._at_eof()
@@ -72,7 +88,40 @@ class StreamPump:
                     record.on_event(signal, written_at)
             if framer.held_bytes > self.settings.max_event_bytes:
                 raise UpstreamError(f"upstream event exceeds {self.settings.max_event_bytes} bytes")
-        return self.upstream_reported_error
+        body_ended = await self._relay_tail()
+        return StreamEnd(self.terminated, self.upstream_reported_error, body_ended)
+
+    async def _relay_tail(self) -> bool:
+        """The body after the stream's last event, relayed as it is, without heartbeats; its
+        events are read only for a terminator (vLLM sends one after its error event). True when
+        the body ended cleanly within TAIL_WAIT_S and TAIL_MAX_BYTES."""
+        if self.failure is not None:  # the connection broke right after the last event
+            return False
+        relayed = 0
+        try:
+            async with asyncio.timeout(TAIL_WAIT_S) as timer:
+                while relayed <= TAIL_MAX_BYTES and (chunk := await self.content.readany()):
+                    relayed += len(chunk)
+                    result = self.framer.feed(chunk)
+                    await self._send_tail(result.forward)
+                    self.terminated = self.terminated or any(
+                        self.dialect.interpret(event).terminal for event in result.events
+                    )
+        except TimeoutError:
+            if not timer.expired():
+                raise
+            return False
+        except (aiohttp.ClientError, OSError):  # what arrived before the break still goes out
+            await self._send_tail(bytes_buffered_before_failure(self.content))
+            return False
+        if not self.content.at_eof():
+            return False
+        await self._send_tail(self.framer.release_held())
+        return True
+
+    async def _send_tail(self, data: bytes) -> None:
+        if data:
+            await self.channel.send(data)
 
     async def _next_chunk(self) -> bytes:
         """The next upstream bytes; heartbeats while waiting; b"" at EOF."""

@@ -9,7 +9,6 @@ import aiohttp
 from proxy.lifecycle import Lifecycle
 from proxy.limits import ConcurrencyLimiter
 from proxy.metrics import ProxyMetrics
-from proxy.release import UpstreamReleaser
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,4 +17,3 @@ class Services:
     limiter: ConcurrencyLimiter
     lifecycle: Lifecycle
     session: aiohttp.ClientSession  # the upstream connection pool
-    releaser: UpstreamReleaser

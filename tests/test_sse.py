@@ -474,3 +474,26 @@ def test_held_bytes_is_the_incomplete_block(stream: Stream) -> None:
         incomplete_block = position - max(b for b in stream.boundaries if b <= position)
         assert framer.held_bytes == incomplete_block
         assert 0 <= framer.held_bytes <= position
+
+
+@settings(max_examples=100, deadline=None)
+@given(stream=streams(), data=st.data())
+def test_what_is_forwarded_and_then_released_is_the_whole_stream(
+    stream: Stream, data: st.DataObject
+) -> None:
+    """The end of a stream passed on as it is (`release_held`): nothing lost, nothing added."""
+    raw, skip = stream.raw, len(BOM) if stream.bom else 0
+    framer, forwarded, position = SSEFramer(), bytearray(), 0
+    for end in data.draw(chunkings(len(raw))):
+        forwarded += framer.feed(raw[position:end]).forward
+        position = end
+    forwarded += framer.release_held()
+    assert forwarded == raw[skip:]
+    assert framer.held_bytes == 0
+
+
+def test_a_released_partial_bom_is_data() -> None:
+    framer = SSEFramer()
+    assert framer.feed(BOM[:2]).forward == b""
+    assert framer.release_held() == BOM[:2]
+    assert framer.feed(b"data: x\n\n").events == (msg("x"),)

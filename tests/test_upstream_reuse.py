@@ -1,9 +1,9 @@
 """Upstream connections: reused after a completed stream, closed after anything else.
 
 A provider connection costs a TCP and TLS handshake (tens of milliseconds of TTFT), so a stream
-that completed gives its connection back to the pool, also when the HTTP body's end arrives a
-moment after the dialect's terminator. A stream that did not complete closes its connection so
-the provider stops generating.
+whose body was read to its end gives its connection back to the pool, also when the HTTP body's
+end arrives a moment after the dialect's terminator (what comes before it is relayed too). A
+stream that did not complete closes its connection so the provider stops generating.
 """
 
 from __future__ import annotations
@@ -13,14 +13,13 @@ import asyncio
 import aiohttp
 import pytest
 
-from proxy import keys
 from tests.conftest import ProxyFactory, RunningProxy
 from tests.fake_upstream import FakeUpstream, Hold, Script
 from tests.phase_helpers import (
     CHAT,
     DONE,
+    EventReader,
     chat_chunk,
-    eventually,
     last_finished,
     set_defaults,
 )
@@ -50,30 +49,33 @@ async def test_connection_is_reused_after_a_completed_stream(
     assert first.peer == second.peer
 
 
-async def test_body_end_after_the_terminator_is_read_in_the_background_then_reused(
+async def test_body_end_after_the_terminator_is_relayed_then_the_connection_reused(
     proxy: RunningProxy, upstream: FakeUpstream
 ) -> None:
     body_end = asyncio.Event()
-    upstream.enqueue(Script(steps=[chat_chunk("hi"), DONE, Hold(body_end)]), Script(steps=[DONE]))
-    # The client has its whole stream while the upstream has not ended its body yet.
-    assert (await stream_once(proxy)).endswith(DONE)
-    assert (await last_finished(proxy))["outcome"] == "completed"
-    releaser = proxy.app[keys.SERVICES].releaser
-    assert releaser.pending == 1
+    tail = b": the upstream's last words\n\n"
+    upstream.enqueue(
+        Script(steps=[chat_chunk("hi"), DONE, Hold(body_end), tail]), Script(steps=[DONE])
+    )
+    response = await proxy.post("/v1/chat/completions", CHAT)
+    reader = EventReader(response)
+    await reader.until(b"[DONE]")  # the client has its stream; the upstream's body goes on
     body_end.set()
-    await eventually(lambda: releaser.pending == 0, "the tail read to end")
+    assert await reader.rest() == tail
+    assert reader.received == chat_chunk("hi") + DONE + tail
+    assert (await last_finished(proxy))["outcome"] == "completed"
     await stream_once(proxy)
     first, second = upstream.requests
     assert first.peer == second.peer
 
 
-async def test_a_tail_that_never_ends_is_closed(
+async def test_a_tail_that_does_not_end_in_time_ends_the_stream_and_its_connection(
     proxy: RunningProxy, upstream: FakeUpstream
 ) -> None:
-    proxy.app[keys.SERVICES].releaser.tail_wait_s = 0.05
     never = asyncio.Event()
     upstream.enqueue(Script(steps=[chat_chunk("hi"), DONE, Hold(never)]))
-    await stream_once(proxy)
+    assert (await stream_once(proxy)).endswith(DONE)  # ended cleanly after TAIL_WAIT_S
+    assert (await last_finished(proxy))["outcome"] == "completed"
     await asyncio.wait_for(upstream.disconnected.wait(), 5)
     await stream_once(proxy)
     first, second = upstream.requests

@@ -24,8 +24,9 @@ Framing is byte-faithful: the concatenation of every `forward` is exactly the
 input, except for one UTF-8 BOM at the very start of the stream, which is
 dropped (it may arrive split across chunks). `forward` always ends at an event
 boundary; the partial event after it is held (`held_bytes`) until its blank line
-arrives. At end of stream the held bytes stay held: the caller decides. The
-framer has no size cap; the caller enforces one with `held_bytes`.
+arrives. At end of stream the held bytes stay held: the caller decides, and may take them
+with `release_held` to pass the stream's very end on as it is. The framer has no size cap; the
+caller enforces one with `held_bytes`.
 """
 
 from __future__ import annotations
@@ -91,6 +92,15 @@ class SSEFramer:
     def held_bytes(self) -> int:
         """Bytes received but not yet forwarded (the partial event being held)."""
         return len(self._pending) + len(self._bom_prefix)
+
+    def release_held(self) -> bytes:
+        """Give up the held bytes (a partial event, or what may have begun a BOM) for a caller
+        that passes the end of the stream on as it is; parsing restarts at a boundary."""
+        held = self._bom_prefix + bytes(self._pending)
+        self._bom_prefix, self._at_start = b"", False
+        self._pending, self._line_start = bytearray(), 0
+        self._data, self._event, self._id, self._retry = [], "", None, None
+        return held
 
     def feed(self, chunk: bytes) -> FeedResult:
         """Take the next chunk of the stream; return the bytes to forward and the events."""
