@@ -54,8 +54,7 @@ async def proxy_handler(request: web.Request) -> web.StreamResponse:
         async with admit(exchange, caller, route), upstream_for(exchange, route, body) as opened:
             return await answer(exchange, route, opened)
     except asyncio.CancelledError:
-        await end_cancelled(exchange)
-        raise
+        return await end_cancelled(exchange)
     except Exception as exc:
         return await end_with(exchange, exc)
     finally:
@@ -143,18 +142,25 @@ async def deliver(exchange: Exchange, error: ProxyError, ending: Ending) -> web.
     return channel.response or web.Response(status=ending.status)  # that one is never seen
 
 
-async def end_cancelled(exchange: Exchange) -> None:
-    """The handler was cancelled: the shutdown grace period ran out (the stream gets its error
-    event, briefly), or else the client went away."""
-    if exchange.services.lifecycle.draining:
-        error = ShuttingDown("the proxy is shutting down")
-        ending = ending_for(error, committed=exchange.committed)
-        exchange.end(ending)
-        if ending.delivery is Delivery.ERROR_EVENT and exchange.channel is not None:
-            with contextlib.suppress(ClientGone, TimeoutError):
-                async with asyncio.timeout(SHUTDOWN_EVENT_WAIT_S):
-                    await exchange.channel.fail(error)
-    exchange.end(ending_for(ClientGone("client went away"), committed=exchange.committed))
+async def end_cancelled(exchange: Exchange) -> web.StreamResponse:
+    """The handler was cancelled. By the drain, when the shutdown grace period ran out: the
+    request still gets its error (a 503 that closes the connection, or its event in-band,
+    briefly). Otherwise the client went away: nothing can reach it, the cancellation goes on."""
+    task = asyncio.current_task()
+    if task is None or not exchange.services.lifecycle.was_cut(task):
+        exchange.end(ending_for(ClientGone("client went away"), committed=exchange.committed))
+        raise asyncio.CancelledError
+    task.uncancel()
+    error = ShuttingDown()
+    ending = ending_for(error, committed=exchange.committed)
+    exchange.end(ending)
+    try:
+        async with asyncio.timeout(SHUTDOWN_EVENT_WAIT_S):
+            return await deliver(exchange, error, ending)
+    except (ClientGone, TimeoutError):
+        if exchange.channel is not None:
+            exchange.channel.abort(flush=False)
+        raise asyncio.CancelledError from None
 
 
 def log_request(exchange: Exchange) -> None:

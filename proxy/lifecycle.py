@@ -3,8 +3,9 @@
 On SIGTERM or SIGINT `/readyz` turns 503 at once, and the proxy keeps listening and serving
 for `shutdown_delay_s` (load balancers need a moment to stop sending). Then the listener closes
 (aiohttp stops the sites first) and admitted requests get `shutdown_grace_s` to finish. Any
-still running are cancelled; the handler sees `draining` and ends its stream with an in-band
-error event instead of a silent cut.
+still running are cut: cancelled, and marked so (`was_cut`), so that the handler tells a cut from
+a client that left, and ends the request with its error (outcome `shutdown`) instead of a silent
+cut.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ class Lifecycle:
     ready: bool = False
     drain_started: asyncio.Event = field(default_factory=asyncio.Event)
     _running: set[asyncio.Task[object]] = field(default_factory=set)
+    _cut: set[asyncio.Task[object]] = field(default_factory=set)
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     @contextmanager
@@ -33,7 +35,7 @@ class Lifecycle:
         try:
             yield
         finally:
-            self._running.discard(task)
+            self._running.discard(task)  # a cut task stays in _cut: its handler asks after this
             if not self._running:
                 self._idle.set()
 
@@ -44,6 +46,10 @@ class Lifecycle:
     @property
     def running(self) -> int:
         return len(self._running)
+
+    def was_cut(self, task: asyncio.Task[object] | None) -> bool:
+        """True when `task` was cancelled by the drain (not, say, by its client leaving)."""
+        return task in self._cut
 
     async def announce_stop(self, delay_s: float) -> None:
         """Turn /readyz to 503, then keep serving `delay_s` (load balancers take their time to
@@ -63,6 +69,7 @@ class Lifecycle:
             except TimeoutError:
                 pass
         for task in list(self._running):
+            self._cut.add(task)
             task.cancel()
         if self._running:
             try:

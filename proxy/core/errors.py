@@ -25,6 +25,7 @@ class Outcome(StrEnum):
     UPSTREAM_TIMEOUT = "upstream_timeout"
     TRUNCATED = "truncated"
     REJECTED = "rejected"
+    SHUTDOWN = "shutdown"  # cut by the drain: the grace period of a shutdown ran out
     INTERNAL_ERROR = "internal_error"
 
 
@@ -117,10 +118,15 @@ class ConcurrencyLimitExceeded(ProxyError):
 
 
 class ShuttingDown(ProxyError):
-    """The shutdown grace period ran out while the request was still open."""
+    """The shutdown grace period ran out while the request was still open: in-band with the
+    code `server_shutdown`, or a 503 that closes the connection if nothing was committed."""
 
     status = 503
-    outcome = Outcome.INTERNAL_ERROR
+    error_type = "server_shutdown"
+    outcome = Outcome.SHUTDOWN
+
+    def __init__(self) -> None:
+        super().__init__("the proxy is shutting down", headers={"Connection": "close"})
 
 
 class InternalError(ProxyError):
