@@ -10,15 +10,21 @@ from contextlib import asynccontextmanager
 import aiohttp
 from aiohttp import web
 
-from proxy.client_channel import await_with_heartbeats
+from proxy.client_channel import await_with_heartbeats, send_whole
 from proxy.core.endings import passed_through, stream_completed
-from proxy.core.errors import UpstreamErrorEvent, UpstreamTimeout, UpstreamUnavailable
+from proxy.core.errors import (
+    UpstreamBodyStalled,
+    UpstreamErrorEvent,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from proxy.core.headers import client_response_headers
 from proxy.core.runtime import Route
+from proxy.core.stats import RequestRecord
 from proxy.exchange import ClientBody, Exchange
-from proxy.relay import StreamPump, read_body
+from proxy.relay import BodyLimits, StreamPump, read_body
 from proxy.release import release_or_close
-from proxy.responses import passthrough_response, upstream_failure
+from proxy.responses import passthrough_response, stalled_answer, upstream_failure
 from proxy.upstream import Opened, UpstreamCall, open_upstream
 
 MAX_UPSTREAM_BODY = 64 * 1024 * 1024
@@ -106,11 +112,27 @@ async def _relay(exchange: Exchange, route: Route, opened: Opened) -> web.Stream
 async def _pass_through(
     exchange: Exchange, route: Route, upstream: aiohttp.ClientResponse
 ) -> web.Response:
+    """The upstream's whole answer, written to the client before the request is counted."""
     record = exchange.record
-    left_s = record.started + route.relay.max_stream_s - asyncio.get_running_loop().time()
-    body = await read_body(upstream, MAX_UPSTREAM_BODY, max(left_s, 0.0), record)
+    try:
+        body = await read_body(upstream, _body_limits(record, route), record)
+    except UpstreamBodyStalled as stalled:
+        if not record.stream:
+            raise
+        raise stalled_answer(upstream, stalled.partial, route, stalled) from None
     response, usage = passthrough_response(upstream, body, route, record.request_id)
     if usage is not None:
         record.on_usage(usage)
+    await send_whole(exchange.request, response, route.relay.client_stall_s, record)
     exchange.end(passed_through(upstream.status))
     return response
+
+
+def _body_limits(record: RequestRecord, route: Route) -> BodyLimits:
+    """A whole answer to a non-streamed request comes once it is generated: it may take what is
+    left of max_stream_s. A client that asked for a stream gets such an answer (an error, or
+    not an event stream) within first_byte_s, with idle_s at most between its bytes."""
+    if record.stream:
+        return BodyLimits(MAX_UPSTREAM_BODY, route.relay.first_byte_s, route.relay.idle_s)
+    left_s = record.started + route.relay.max_stream_s - asyncio.get_running_loop().time()
+    return BodyLimits(MAX_UPSTREAM_BODY, max(left_s, 0.0))

@@ -1,9 +1,12 @@
-"""The client's side of one streamed response: commit once, write, heartbeat, end or fail.
+"""Writing to the client: one streamed response (`ClientChannel`: commit once, write,
+heartbeat, end or fail), or one whole response (`send_whole`).
 
 Every write to a committed stream goes through `ClientChannel.send`, under the `client_stall_s`
 guard where it could wait for the client. A failure after the commit is one error event in the
 client's dialect (or none, when the upstream already sent its own), then the connection is
-closed without the chunked terminator, so byte-level clients see the truncation too.
+closed without the chunked terminator, so byte-level clients see the truncation too. A whole
+response is written before the handler returns, so the request's duration and outcome include
+the write.
 """
 
 from __future__ import annotations
@@ -142,6 +145,29 @@ def _abort_if_still_flushing(transport: asyncio.WriteTransport) -> None:
     """A closing transport whose client read everything is gone already: leave it be."""
     if transport.get_write_buffer_size():
         transport.abort()
+
+
+async def send_whole(
+    request: web.Request, response: web.Response, stall_s: float, record: RequestRecord
+) -> web.Response:
+    """Write a whole response now; a client that closes, or takes nothing of it for `stall_s`,
+    is `ClientGone` (and its connection must then be dropped: `drop_connection`)."""
+    try:
+        async with asyncio.timeout(stall_s):
+            await response.prepare(request)
+            await response.write_eof()
+    except TimeoutError:
+        raise ClientGone(f"client took nothing of the response for {stall_s:g} s") from None
+    except ConnectionError:
+        raise ClientGone("client closed the connection") from None
+    record.on_written(response.content_length or 0)
+    return response
+
+
+def drop_connection(request: web.Request) -> None:
+    """Close the client's connection now, whatever was written: the client is gone or stuck."""
+    if request.transport is not None:
+        request.transport.abort()
 
 
 async def await_with_heartbeats(waiting: asyncio.Future[T], channel: ClientChannel) -> T:

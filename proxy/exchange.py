@@ -24,6 +24,7 @@ class Exchange:
     services: Services
     record: RequestRecord
     dialect: Dialect  # guessed from the request until a route is chosen
+    client_stall_s: float  # how long the client may take nothing we write (the route's, once known)
     channel: ClientChannel | None = None  # the event stream, once one is wanted
     ending: Ending | None = None
 

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from proxy import keys
 from proxy.answer import answer, upstream_for
+from proxy.client_channel import drop_connection, send_whole
 from proxy.core.auth import Caller
 from proxy.core.dialects import Dialect, dialect_for
 from proxy.core.endings import UNSETTLED, Delivery, Ending, ending_for
@@ -64,8 +65,9 @@ async def proxy_handler(request: web.Request) -> web.StreamResponse:
 def identify(request: web.Request) -> Exchange:
     """The request's id and start, the snapshot it uses, and its dialect as far as known."""
     record = RequestRecord(request[keys.REQUEST_ID], asyncio.get_running_loop().time())
-    services = request.app[keys.SERVICES]
-    return Exchange(request, request[keys.SNAPSHOT], services, record, guess_dialect(request))
+    runtime, services = request[keys.SNAPSHOT], request.app[keys.SERVICES]
+    dialect, stall_s = guess_dialect(request), runtime.body.stall_s
+    return Exchange(request, runtime, services, record, dialect, stall_s)
 
 
 def guess_dialect(request: web.Request) -> Dialect:
@@ -95,6 +97,7 @@ async def read_body(exchange: Exchange) -> ClientBody:
 def choose_route(exchange: Exchange, body: ClientBody) -> Route:
     route = select_route(exchange.runtime.routes, exchange.request.path, body.model)
     exchange.record.route, exchange.dialect = route.name, route.dialect
+    exchange.client_stall_s = route.relay.client_stall_s
     return route
 
 
@@ -131,15 +134,25 @@ async def end_with(exchange: Exchange, exc: Exception) -> web.StreamResponse:
 
 
 async def deliver(exchange: Exchange, error: ProxyError, ending: Ending) -> web.StreamResponse:
-    """What the client gets (only streams are committed or dropped: they have a channel)."""
-    channel = exchange.channel
-    if channel is None or ending.delivery is Delivery.ERROR_RESPONSE:
-        return error_response(exchange.dialect, error, exchange.record.request_id)
-    if ending.delivery is Delivery.ERROR_EVENT:
+    """What the client gets: a whole error response, written now; our error event and the
+    abnormal end, or that end alone (streams only); or, for a client that is gone, nothing."""
+    channel, request = exchange.channel, exchange.request
+    if ending.delivery is Delivery.ERROR_RESPONSE:
+        response = error_response(exchange.dialect, error, exchange.record.request_id)
+        try:
+            return await send_whole(request, response, exchange.client_stall_s, exchange.record)
+        except ClientGone:
+            drop_connection(request)  # the ending stays the error's: that is what ended it
+            return response
+    if ending.delivery is Delivery.ERROR_EVENT and channel is not None:
         await channel.fail(error)
+    elif ending.delivery is Delivery.ABNORMAL_END and channel is not None:
+        channel.abort()
     else:
-        channel.abort(flush=ending.delivery is Delivery.ABNORMAL_END)
-    return channel.response or web.Response(status=ending.status)  # that one is never seen
+        drop_connection(request)
+    if channel is not None and channel.response is not None:
+        return channel.response
+    return web.Response(status=ending.status)  # never written: the connection is closed
 
 
 async def end_cancelled(exchange: Exchange) -> web.StreamResponse:
@@ -158,8 +171,7 @@ async def end_cancelled(exchange: Exchange) -> web.StreamResponse:
         async with asyncio.timeout(SHUTDOWN_EVENT_WAIT_S):
             return await deliver(exchange, error, ending)
     except (ClientGone, TimeoutError):
-        if exchange.channel is not None:
-            exchange.channel.abort(flush=False)
+        drop_connection(exchange.request)
         raise asyncio.CancelledError from None
 
 

@@ -17,6 +17,7 @@ import aiohttp
 
 from proxy.client_channel import ClientChannel
 from proxy.core.errors import (
+    UpstreamBodyStalled,
     UpstreamError,
     UpstreamErrorEvent,
     UpstreamTimeout,
@@ -206,26 +207,49 @@ def bytes_buffered_before_failure(content: aiohttp.StreamReader) -> bytes:
     return data if isinstance(data, bytes) else b""
 
 
+@dataclass(frozen=True, slots=True)
+class BodyLimits:
+    """How much of a whole upstream body is read, and how long it may take."""
+
+    cap: int  # bytes
+    total_s: float
+    idle_s: float | None = None  # the longest pause between bytes; None: only the total counts
+
+
 async def read_body(
-    upstream: aiohttp.ClientResponse, cap: int, timeout_s: float, record: RequestRecord
+    upstream: aiohttp.ClientResponse, limits: BodyLimits, record: RequestRecord
 ) -> bytes:
     """A whole (non-streamed) upstream body, bounded in size and time; the arrival of its first
-    bytes is the upstream's first byte (not the end of the body)."""
+    bytes is the upstream's first byte (not the end of the body). A body that stalls raises
+    `UpstreamBodyStalled` with what had arrived."""
     parts: list[bytes] = []
     size = 0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limits.total_s
     try:
-        async with asyncio.timeout(timeout_s):
-            while chunk := await upstream.content.readany():
-                if not parts:
-                    record.on_upstream_first_byte(asyncio.get_running_loop().time())
-                size += len(chunk)
-                if size > cap:
-                    raise UpstreamError(f"upstream response exceeds {cap} bytes")
-                parts.append(chunk)
+        while True:
+            wait_until = deadline if limits.idle_s is None else loop.time() + limits.idle_s
+            async with asyncio.timeout_at(min(deadline, wait_until)):
+                chunk = await upstream.content.readany()
+            if not chunk:
+                return b"".join(parts)
+            if not parts:
+                record.on_upstream_first_byte(loop.time())
+            size += len(chunk)
+            if size > limits.cap:
+                raise UpstreamError(f"upstream response exceeds {limits.cap} bytes")
+            parts.append(chunk)
     except TimeoutError:
-        raise UpstreamTimeout(f"upstream response body took over {timeout_s:g} s") from None
+        raise UpstreamBodyStalled(
+            _stalled(limits, loop.time() >= deadline), b"".join(parts)
+        ) from None
     except (aiohttp.ClientError, OSError) as exc:
         raise UpstreamError(
             f"upstream connection failed while reading the body ({type(exc).__name__})"
         ) from None
-    return b"".join(parts)
+
+
+def _stalled(limits: BodyLimits, whole: bool) -> str:
+    if whole:
+        return f"upstream response body took over {limits.total_s:g} s"
+    return f"upstream response body: no next byte within {limits.idle_s:g} s"

@@ -11,7 +11,7 @@ import aiohttp
 from aiohttp import web
 
 from proxy.core.dialects import Dialect, Usage
-from proxy.core.errors import ProxyError, UpstreamAnswered
+from proxy.core.errors import ProxyError, UpstreamAnswered, UpstreamError, UpstreamTimeout
 from proxy.core.headers import client_response_headers
 from proxy.core.redaction import redact_body, redact_cut_body
 from proxy.core.runtime import Route
@@ -23,6 +23,8 @@ def error_response(dialect: Dialect, error: ProxyError, request_id: str) -> web.
     body = dialect.error_body(error.error_type, error.message)
     response = web.json_response(body, status=error.status, headers=error.headers)
     response.headers["X-Request-Id"] = request_id
+    if error.headers.get("Connection") == "close":
+        response.force_close()  # the header alone would not stop aiohttp keeping it alive
     return response
 
 
@@ -70,7 +72,7 @@ async def _error_body(upstream: aiohttp.ClientResponse, wait_s: float) -> bytes:
 
 async def upstream_failure(
     upstream: aiohttp.ClientResponse, route: Route, wait_s: float
-) -> UpstreamAnswered:
+) -> UpstreamError:
     """An upstream answer that cannot be relayed after the commit, as an in-band failure.
 
     The client is already waiting on a 200: the body (only the message is wanted from it) gets
@@ -78,8 +80,21 @@ async def upstream_failure(
     than heartbeats promise.
     """
     if upstream.status < 300:
-        message = f"upstream answered {upstream.content_type}, not an event stream"
-        return UpstreamAnswered(message)
-    body = redact_cut_body(await _error_body(upstream, wait_s), route.keys)
+        return UpstreamAnswered(f"upstream answered {upstream.content_type}, not an event stream")
+    return _answered(upstream, await _error_body(upstream, wait_s), route)
+
+
+def stalled_answer(
+    upstream: aiohttp.ClientResponse, partial: bytes, route: Route, stalled: UpstreamTimeout
+) -> UpstreamError:
+    """A whole answer to a streamed request whose body stalled: an error status keeps its
+    status and the message it had; any other answer is the timeout it ran into."""
+    if upstream.status < 300:
+        return stalled
+    return _answered(upstream, partial[:_ERROR_BODY_CAP], route)
+
+
+def _answered(upstream: aiohttp.ClientResponse, body: bytes, route: Route) -> UpstreamAnswered:
+    body = redact_cut_body(body, route.keys)
     message = f"upstream answered HTTP {upstream.status}: {_upstream_message(body)}"
     return UpstreamAnswered(message, upstream.status)

@@ -176,6 +176,14 @@ class UpstreamTimeout(UpstreamError):
         self.attempts = attempts
 
 
+class UpstreamBodyStalled(UpstreamTimeout):
+    """A whole upstream body that did not arrive in time; `partial` is what did."""
+
+    def __init__(self, message: str, partial: bytes) -> None:
+        super().__init__(message)
+        self.partial = partial
+
+
 class UpstreamTruncated(UpstreamError):
     """The upstream ended its body cleanly, but before the dialect's terminator."""
 
