@@ -20,6 +20,7 @@ from proxy.handlers import proxy_handler
 from proxy.lifecycle import Lifecycle
 from proxy.limits import ConcurrencyLimiter, build_limiter
 from proxy.metrics import ProxyMetrics
+from proxy.request_body import PendingBodies
 from proxy.services import Services
 from proxy.upstream import connect_timeout
 
@@ -52,7 +53,9 @@ async def start_services(app: web.Application) -> AsyncIterator[None]:
         cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=True,
         skip_auto_headers=("User-Agent",),
     ) as session:  # fmt: skip
-        services = Services(app[keys.METRICS], app[keys.LIMITER], app[keys.LIFECYCLE], session)
+        metrics = app[keys.METRICS]
+        pending = PendingBodies(metrics.pending_body_bytes)
+        services = Services(metrics, app[keys.LIMITER], app[keys.LIFECYCLE], session, pending)
         app[keys.SERVICES] = services
         services.lifecycle.ready = True
         yield

@@ -88,7 +88,8 @@ def authenticate(exchange: Exchange) -> Caller:
 
 
 async def read_body(exchange: Exchange) -> ClientBody:
-    data = await read_request_body(exchange.request, exchange.runtime.body)
+    services = exchange.services
+    data = await read_request_body(exchange.request, exchange.runtime.body, services.pending_bodies)
     model, stream = model_and_stream(data)
     exchange.record.model, exchange.record.stream = model, stream
     return ClientBody(data, model, stream)

@@ -63,6 +63,11 @@ class ProxyMetrics:
             "llm_proxy_limit_rejections", "Requests refused by a limit",
             ["route", "reason"], registry=registry,
         )  # fmt: skip
+        self.pending_body_bytes = Gauge(
+            "llm_proxy_pending_request_body_bytes",
+            "Bytes of the request bodies being read at once (capped by max_pending_body_bytes)",
+            registry=registry,
+        )
         self.client_errors = Counter(
             "llm_proxy_client_errors",
             "Requests that ended before a route was chosen (refused, or failed early), by status",

@@ -1,5 +1,6 @@
-"""The client's request body: read under the size cap and the stall timeout, then only what
-routing and the relay need (`model`, `stream`) is taken from it. The parsed JSON is not kept."""
+"""The client's request body: read under the size cap, the stall and total timeouts and the
+process-wide cap on bodies being read at once; then only what routing and the relay need
+(`model`, `stream`) is taken from it. The parsed JSON is not kept."""
 
 from __future__ import annotations
 
@@ -7,35 +8,71 @@ import asyncio
 import json
 
 from aiohttp import web
+from prometheus_client import Gauge
 
-from proxy.core.errors import BadRequest, PayloadTooLarge, RequestTimeout
+from proxy.core.errors import BadRequest, PayloadTooLarge, ProxyBusy, RequestTimeout
 from proxy.core.runtime import BodyPolicy
 
 
-async def read_request_body(request: web.Request, policy: BodyPolicy) -> bytes:
+class PendingBodies:
+    """The bytes of the request bodies being read right now, process-wide: every chunk is
+    counted as it arrives and given back once its body is read (or refused)."""
+
+    def __init__(self, gauge: Gauge) -> None:
+        self.held = 0
+        self._gauge = gauge
+
+    def take(self, size: int, cap: int) -> None:
+        if self.held + size > cap:
+            raise ProxyBusy(
+                "the proxy is reading too many request bodies at once; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        self.held += size
+        self._gauge.inc(size)
+
+    def give_back(self, size: int) -> None:
+        self.held -= size
+        self._gauge.dec(size)
+
+
+async def read_request_body(
+    request: web.Request, policy: BodyPolicy, pending: PendingBodies
+) -> bytes:
     """The body, refused early when over the cap (not `request.read()`: that keeps a copy).
 
-    A client that sends nothing for `client_stall_s` gets a 408 (also when its chunked framing
-    breaks: aiohttp then delivers nothing more); one whose body cannot be decoded (its
-    Content-Encoding) a 400."""
-    limit, stall_s = policy.max_bytes, policy.stall_s
+    The whole body must arrive within `client_body_s`, and something must arrive at least every
+    `client_stall_s` (408 otherwise; also when chunked framing breaks: aiohttp then delivers
+    nothing more). One whose Content-Encoding cannot be decoded is a 400. Past the process-wide
+    cap on bodies being read at once, a 503 at once."""
+    limit = policy.max_bytes
     too_large = PayloadTooLarge(f"request body exceeds {limit} bytes")
     if request.content_length is not None and request.content_length > limit:
         raise too_large
     body = bytearray()
     try:
-        while True:
-            async with asyncio.timeout(stall_s):
-                chunk = await request.content.readany()
-            if not chunk:
-                return bytes(body)
-            body += chunk
-            if len(body) > limit:
-                raise too_large
+        async with asyncio.timeout(policy.total_s) as whole:
+            while chunk := await _next_chunk(request, policy.stall_s):
+                pending.take(len(chunk), policy.max_pending_bytes)
+                body += chunk
+                if len(body) > limit:
+                    raise too_large
     except TimeoutError:
-        raise RequestTimeout(f"request body: nothing arrived for {stall_s:g} s") from None
+        if whole.expired():
+            raise RequestTimeout(
+                f"request body did not arrive within {policy.total_s:g} s"
+            ) from None
+        raise RequestTimeout(f"request body: nothing arrived for {policy.stall_s:g} s") from None
     except web.RequestPayloadError:
         raise BadRequest("request body cannot be decoded (its encoding or framing)") from None
+    finally:
+        pending.give_back(len(body))
+    return bytes(body)
+
+
+async def _next_chunk(request: web.Request, stall_s: float) -> bytes:
+    async with asyncio.timeout(stall_s):
+        return await request.content.readany()
 
 
 def model_and_stream(body: bytes) -> tuple[str | None, bool]:

@@ -9,6 +9,7 @@ import aiohttp
 from proxy.lifecycle import Lifecycle
 from proxy.limits import ConcurrencyLimiter
 from proxy.metrics import ProxyMetrics
+from proxy.request_body import PendingBodies
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,3 +18,4 @@ class Services:
     limiter: ConcurrencyLimiter
     lifecycle: Lifecycle
     session: aiohttp.ClientSession  # the upstream connection pool
+    pending_bodies: PendingBodies

@@ -74,6 +74,8 @@ class ServerConfig(BaseModel):
     host: Name = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080  # 0: any free port
     max_body_bytes: Count = 20 * 1024 * 1024
+    # Process-wide: the bytes of all request bodies being read at once (503 past it).
+    max_pending_body_bytes: Count = 256 * 1024 * 1024
     max_upstream_connections: Count = 4096
     listen_backlog: Annotated[int, Field(ge=1, le=65535)] = 1024
     # Below Kubernetes' default terminationGracePeriodSeconds (30), so that the in-band error
@@ -103,6 +105,9 @@ class Timeouts(BaseModel):
     idle_s: Seconds = 300.0
     max_stream_s: Seconds = 3600.0
     client_stall_s: Seconds = 60.0
+    # The whole request body must arrive within this (only under `defaults`: it is read before a
+    # route is chosen).
+    client_body_s: Seconds = 30.0
 
 
 class Defaults(BaseModel):

@@ -117,6 +117,14 @@ class ConcurrencyLimitExceeded(ProxyError):
     outcome = Outcome.REJECTED
 
 
+class ProxyBusy(ProxyError):
+    """The proxy refuses work it cannot take now (too many request bodies being read)."""
+
+    status = 503
+    error_type = "overloaded_error"
+    outcome = Outcome.REJECTED
+
+
 class ShuttingDown(ProxyError):
     """The shutdown grace period ran out while the request was still open: in-band with the
     code `server_shutdown`, or a 503 that closes the connection if nothing was committed."""

@@ -48,6 +48,8 @@ class BodyPolicy:
 
     max_bytes: int
     stall_s: float  # longest wait for the next bytes
+    total_s: float  # longest wait for the whole body
+    max_pending_bytes: int  # process-wide: the bytes of all bodies being read at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +109,12 @@ def build_runtime(config: Config) -> Runtime:
         config=config,
         routes=tuple(route_runtime(route) for route in config.routes),
         auth=Authenticator(config.auth),
-        body=BodyPolicy(server.max_body_bytes, defaults.timeouts.client_stall_s),
+        body=BodyPolicy(
+            server.max_body_bytes,
+            defaults.timeouts.client_stall_s,
+            defaults.timeouts.client_body_s,
+            server.max_pending_body_bytes,
+        ),
         limits=LimitPolicy(config.limits.backend, defaults.max_concurrent_streams_per_user),
         pool=PoolPolicy(server.max_upstream_connections, defaults.timeouts.connect_s),
         cors=CorsPolicy(frozenset(server.cors_allow_origins)),
