@@ -2,7 +2,10 @@
 
 Off unless `server.cors_allow_origins` lists origins (or `"*"`). For an allowed `Origin`, a
 preflight (`OPTIONS` with `Access-Control-Request-Method`) is answered here, before
-authentication, since browsers send it without credentials; every other response, errors
+authentication, since browsers send it without credentials, allowing the method it asks for (a
+route serves any method; the upstream decides). Any other preflight is refused by the handler
+with a 403 that says the origin is not allowed, and logged like every refusal; every other
+response, errors
 included so that a page can read them, carries the origin and exposes the headers clients use
 (`X-Request-Id`, `Retry-After`, rate-limit headers). The allowed origin is echoed, and
 `Vary: Origin` keeps shared caches from mixing answers. The proxy's own endpoints (`/metrics`,
@@ -12,12 +15,15 @@ included so that a page can read them, carries the origin and exposes the header
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from proxy import keys
 
 PREFLIGHT_MAX_AGE_S = 600
+_HTTP_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32}")
 OWN_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
 
 
@@ -30,14 +36,20 @@ def allowed_origin(request: web.Request) -> str | None:
     return origin if policy.allows(origin) else None
 
 
+def is_preflight(request: web.Request) -> bool:
+    return request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
+
+
 @web.middleware
 async def cors_preflight(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Answer an allowed preflight at once; everything else goes to the routes."""
-    preflight = request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
-    if not preflight or allowed_origin(request) is None:
+    if not is_preflight(request) or allowed_origin(request) is None:
         return await handler(request)
     response = web.Response(status=204)
-    response.headers["Access-Control-Allow-Methods"] = "POST, GET"
+    asked_method = request.headers["Access-Control-Request-Method"]
+    response.headers["Access-Control-Allow-Methods"] = (
+        asked_method if _HTTP_TOKEN.fullmatch(asked_method) else "POST"
+    )
     asked = request.headers.get("Access-Control-Request-Headers")
     if asked:
         response.headers["Access-Control-Allow-Headers"] = asked

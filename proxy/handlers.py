@@ -29,13 +29,14 @@ from proxy.core.errors import (
     ClientGone,
     ConcurrencyLimitExceeded,
     InternalError,
-    MethodNotAllowed,
+    OriginNotAllowed,
     ProxyError,
     ShuttingDown,
 )
 from proxy.core.routing import select_route
 from proxy.core.runtime import Route
 from proxy.core.stats import RequestRecord
+from proxy.cors import is_preflight
 from proxy.exchange import ClientBody, Exchange
 from proxy.log import get_logger
 from proxy.request_body import model_and_stream, read_request_body
@@ -48,7 +49,7 @@ SHUTDOWN_EVENT_WAIT_S = 1.0  # for the in-band error event of a stream the drain
 async def proxy_handler(request: web.Request) -> web.StreamResponse:
     exchange = identify(request)
     try:
-        accept_method(exchange)
+        refuse_preflight(exchange)
         caller = authenticate(exchange)
         body = await read_body(exchange)
         route = choose_route(exchange, body)
@@ -64,7 +65,8 @@ async def proxy_handler(request: web.Request) -> web.StreamResponse:
 
 def identify(request: web.Request) -> Exchange:
     """The request's id and start, the snapshot it uses, and its dialect as far as known."""
-    record = RequestRecord(request[keys.REQUEST_ID], asyncio.get_running_loop().time())
+    loop = asyncio.get_running_loop()
+    record = RequestRecord(request[keys.REQUEST_ID], loop.time(), request.method, request.path)
     runtime, services = request[keys.SNAPSHOT], request.app[keys.SERVICES]
     dialect, stall_s = guess_dialect(request), runtime.body.stall_s
     return Exchange(request, runtime, services, record, dialect, stall_s)
@@ -72,13 +74,17 @@ def identify(request: web.Request) -> Exchange:
 
 def guess_dialect(request: web.Request) -> Dialect:
     """The client's dialect before a route is known (for 401/404/413 bodies)."""
-    anthropic = request.path.endswith("/messages") or "anthropic-version" in request.headers
+    anthropic = "/messages" in request.path or "anthropic-version" in request.headers
     return dialect_for("anthropic" if anthropic else "openai")
 
 
-def accept_method(exchange: Exchange) -> None:
-    if exchange.request.method != "POST":
-        raise MethodNotAllowed("only POST is proxied", headers={"Allow": "POST"})
+def refuse_preflight(exchange: Exchange) -> None:
+    """Allowed CORS preflights are answered before the handler (`proxy.cors`): one that gets
+    here comes from an origin the proxy does not allow."""
+    if is_preflight(exchange.request):
+        raise OriginNotAllowed(
+            "CORS preflight refused: this origin is not in server.cors_allow_origins"
+        )
 
 
 def authenticate(exchange: Exchange) -> Caller:

@@ -142,7 +142,8 @@ class StreamPump:
                     chunk = waited
             except (aiohttp.ClientError, OSError) as exc:
                 self.failure = UpstreamError(
-                    f"upstream connection failed mid-stream ({type(exc).__name__})"
+                    f"upstream connection failed mid-stream: {connection_failure(exc)}",
+                    cause=type(exc).__name__,
                 )
                 chunk = bytes_buffered_before_failure(self.content)
                 if not chunk:
@@ -245,8 +246,20 @@ async def read_body(
         ) from None
     except (aiohttp.ClientError, OSError) as exc:
         raise UpstreamError(
-            f"upstream connection failed while reading the body ({type(exc).__name__})"
+            f"upstream connection failed while reading the body: {connection_failure(exc)}",
+            cause=type(exc).__name__,
         ) from None
+
+
+def connection_failure(exc: BaseException) -> str:
+    """What happened to an upstream connection, in words (the class name goes to the log)."""
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the upstream closed the connection"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the upstream's response body broke off before its end"
+    if isinstance(exc, ConnectionResetError | aiohttp.ClientOSError):
+        return "the connection was reset"
+    return "the connection failed"
 
 
 def _stalled(limits: BodyLimits, whole: bool) -> str:

@@ -76,7 +76,10 @@ async def _next_chunk(request: web.Request, stall_s: float) -> bytes:
 
 
 def model_and_stream(body: bytes) -> tuple[str | None, bool]:
-    """What routing and the relay need from the body; the parsed JSON is not kept."""
+    """What routing and the relay need from the body; the parsed JSON is not kept. An empty
+    body (a `GET /v1/models`) names no model and asks for no stream."""
+    if not body:
+        return None, False
     try:
         payload = json.loads(body)
     except (ValueError, RecursionError):  # nesting deeper than the parser's recursion limit

@@ -50,7 +50,7 @@ def ending_for(error: ProxyError, *, committed: bool) -> Ending:
     else:
         delivery = Delivery.ERROR_EVENT if error.own_event else Delivery.ABNORMAL_END
     status = COMMIT_STATUS if committed else error.status
-    return Ending(error.outcome, status, delivery, error.message, error.source)
+    return Ending(error.outcome, status, delivery, error.described(), error.source)
 
 
 def stream_completed(*, upstream_reported_error: bool) -> Ending:

@@ -48,10 +48,21 @@ class ProxyError(Exception):
     # did, or there is nobody left to tell).
     own_event: ClassVar[bool] = True
 
-    def __init__(self, message: str, *, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        cause: str | None = None,
+    ) -> None:
         super().__init__(message)
-        self.message = message
+        self.message = message  # in words, for the client
         self.headers: Mapping[str, str] = headers or {}
+        self.cause = cause  # for the log line only: e.g. the exception class behind it
+
+    def described(self) -> str:
+        """The message with its cause, for the log line."""
+        return self.message if self.cause is None else f"{self.message} ({self.cause})"
 
 
 # --- the client ---
@@ -83,9 +94,11 @@ class NotFound(ClientRequestError):
     error_type = "not_found_error"
 
 
-class MethodNotAllowed(ClientRequestError):
-    status = 405
-    error_type = "invalid_request_error"
+class OriginNotAllowed(ClientRequestError):
+    """A CORS preflight from an origin `server.cors_allow_origins` does not list."""
+
+    status = 403
+    error_type = "permission_error"
 
 
 class RequestTimeout(ClientRequestError):
@@ -144,7 +157,7 @@ class InternalError(ProxyError):
 
     @classmethod
     def wrapping(cls, exc: BaseException) -> InternalError:
-        return cls(f"internal error ({type(exc).__name__})")
+        return cls("internal error in the proxy", cause=type(exc).__name__)
 
 
 # --- the upstream ---

@@ -30,6 +30,8 @@ class StreamReport:
     """What one request came to; its fields, in order, are the `stream.finished` log line."""
 
     request_id: str
+    method: str
+    path: str
     user: str | None
     route: str | None
     upstream: str | None
@@ -78,6 +80,8 @@ class RequestRecord:
 
     request_id: str
     started: float
+    method: str = "POST"
+    path: str = ""
     user: str | None = None
     route: str | None = None
     upstream: str | None = None
@@ -161,6 +165,8 @@ class RequestRecord:
             first_byte = self.upstream_first_byte - self.upstream_started
         return StreamReport(
             request_id=self.request_id,
+            method=self.method,
+            path=self.path,
             user=self.user,
             route=self.route,
             upstream=self.upstream,
