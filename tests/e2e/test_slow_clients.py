@@ -22,10 +22,10 @@ from proxy.core.dialects import dialect_for
 from proxy.core.errors import Outcome, StreamFailure
 from proxy.core.stats import RequestRecord
 from proxy.relay import ClientChannel, RelaySettings
-from tests.conftest import CANARY_CLIENT_KEY, ProxyFactory, RunningProxy
-from tests.fake_upstream import FakeUpstream, Hold, Reset, Script, Step
-from tests.relay_support import OPENAI_DONE, eventually, openai_event, payload
-from tests.stream_checks import Gate, assert_finished, settings
+from tests.support.fake_upstream import FakeUpstream, Hold, Reset, Script, Step
+from tests.support.relay_support import OPENAI_DONE, eventually, openai_event, payload
+from tests.support.running_proxy import CANARY_CLIENT_KEY, ProxyFactory, RunningProxy
+from tests.support.stream_checks import Gate, assert_finished, settings
 
 # One write that the kernel cannot take whole through the shrunken buffers, yet small enough that
 # aiohttp does not drain after it (it drains once 64 KiB were written since the last drain).

@@ -14,9 +14,8 @@ import aiohttp
 import pytest
 
 from proxy import keys
-from tests.conftest import ProxyFactory, RunningProxy
-from tests.fake_upstream import FakeUpstream, Hold, Script
-from tests.phase_helpers import (
+from tests.support.fake_upstream import FakeUpstream, Hold, Script
+from tests.support.phase_helpers import (
     CHAT,
     DONE,
     chat_chunk,
@@ -24,6 +23,7 @@ from tests.phase_helpers import (
     last_finished,
     set_defaults,
 )
+from tests.support.running_proxy import ProxyFactory, RunningProxy
 
 
 async def stream_once(proxy: RunningProxy) -> bytes:

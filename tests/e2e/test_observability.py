@@ -17,14 +17,8 @@ import aiohttp
 import pytest
 
 from proxy.core.errors import Outcome
-from tests.conftest import (
-    CANARY_CLIENT_KEY,
-    CANARY_UPSTREAM_KEY,
-    ProxyFactory,
-    RunningProxy,
-)
-from tests.fake_upstream import Close, FakeUpstream, Hold, Reset, Script, Step
-from tests.phase_helpers import (
+from tests.support.fake_upstream import Close, FakeUpstream, Hold, Reset, Script, Step
+from tests.support.phase_helpers import (
     ANTHROPIC_PING,
     BLOCK_START,
     CHAT,
@@ -51,6 +45,12 @@ from tests.phase_helpers import (
     scrape,
     set_defaults,
     text_delta,
+)
+from tests.support.running_proxy import (
+    CANARY_CLIENT_KEY,
+    CANARY_UPSTREAM_KEY,
+    ProxyFactory,
+    RunningProxy,
 )
 
 USAGE = {"prompt_tokens": 17, "completion_tokens": 42, "total_tokens": 59}

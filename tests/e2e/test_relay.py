@@ -9,9 +9,8 @@ import zlib
 
 import pytest
 
-from tests.conftest import ProxyFactory, RunningProxy
-from tests.fake_upstream import FakeUpstream, Hold, Script, Step
-from tests.relay_support import (
+from tests.support.fake_upstream import FakeUpstream, Hold, Script, Step
+from tests.support.relay_support import (
     BOM,
     CHUNKINGS,
     ENDINGS,
@@ -32,7 +31,8 @@ from tests.relay_support import (
     payload,
     terminator,
 )
-from tests.stream_checks import (
+from tests.support.running_proxy import ProxyFactory, RunningProxy
+from tests.support.stream_checks import (
     Gate,
     assert_finished,
     assert_heartbeats_counted,

@@ -25,8 +25,8 @@ from yarl import URL
 from proxy.core.dialects import Signal
 from proxy.core.dialects.openai import OPENAI
 from proxy.core.sse import SSEEvent
-from tests.conftest import RunningProxy
-from tests.fake_upstream import Step
+from tests.support.fake_upstream import Step
+from tests.support.running_proxy import RunningProxy
 
 Edit = Callable[[dict[str, Any]], None]
 

@@ -19,9 +19,8 @@ import pytest
 
 from proxy.core.errors import ConcurrencyLimitExceeded
 from proxy.limits.memory import MemoryLimiter
-from tests.conftest import CANARY_CLIENT_KEY, ProxyFactory, RunningProxy
-from tests.fake_upstream import FakeUpstream, Hold, Reset, Script, Step
-from tests.phase_helpers import (
+from tests.support.fake_upstream import FakeUpstream, Hold, Reset, Script, Step
+from tests.support.phase_helpers import (
     CHAT,
     DONE,
     MESSAGE_START,
@@ -41,6 +40,7 @@ from tests.phase_helpers import (
     slots_released,
     text_delta,
 )
+from tests.support.running_proxy import CANARY_CLIENT_KEY, ProxyFactory, RunningProxy
 
 CHAT_BODY = b'{"model": "gpt-test", "stream": true}'
 

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 
 from proxy.core.sse import SSEEvent, SSEFramer
-from tests.conftest import RunningProxy
+from tests.support.running_proxy import RunningProxy
 
 HEARTBEAT = b": ping\n\n"
 BOM = b"\xef\xbb\xbf"

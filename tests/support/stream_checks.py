@@ -8,9 +8,8 @@ from typing import Any
 
 import aiohttp
 
-from tests.conftest import RunningProxy
-from tests.fake_upstream import FakeUpstream, Step
-from tests.relay_support import (
+from tests.support.fake_upstream import FakeUpstream, Step
+from tests.support.relay_support import (
     HEARTBEAT,
     WAIT_S,
     ClientStream,
@@ -20,6 +19,7 @@ from tests.relay_support import (
     requests_total,
     route_of,
 )
+from tests.support.running_proxy import RunningProxy
 
 Gate = Callable[[], asyncio.Event]
 Edit = Callable[[dict[str, Any]], None]

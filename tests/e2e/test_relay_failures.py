@@ -18,9 +18,8 @@ from proxy.core.dialects import dialect_for
 from proxy.core.errors import Outcome, StreamFailure
 from proxy.core.stats import RequestRecord
 from proxy.relay import ClientChannel, RelaySettings, StreamPump
-from tests.conftest import CANARY_UPSTREAM_KEY, ProxyFactory, RunningProxy
-from tests.fake_upstream import Close, FakeUpstream, Hold, Reset, Script, Step
-from tests.relay_support import (
+from tests.support.fake_upstream import Close, FakeUpstream, Hold, Reset, Script, Step
+from tests.support.relay_support import (
     HEARTBEAT,
     OPENAI_DONE,
     WAIT_S,
@@ -38,7 +37,8 @@ from tests.relay_support import (
     route_of,
     terminator,
 )
-from tests.stream_checks import (
+from tests.support.running_proxy import CANARY_UPSTREAM_KEY, ProxyFactory, RunningProxy
+from tests.support.stream_checks import (
     Edit,
     Gate,
     assert_finished,

@@ -1,6 +1,6 @@
 """Authentication at its edges: header bytes a client sends on purpose or by accident.
 
-Raw HTTP/1.1 over `asyncio.open_connection` (via `tests.phase_helpers.raw_request`), because
+Raw HTTP/1.1 over `asyncio.open_connection` (via `tests.support.phase_helpers.raw_request`), because
 aiohttp's client neither sends non-UTF-8 header bytes nor repeats a header on request: a header
 value written as latin-1 text here reaches the proxy as exactly those bytes.
 """
@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ProxyFactory, RunningProxy
-from tests.fake_upstream import FakeUpstream
-from tests.phase_helpers import CHAT, MESSAGES, finished_lines, raw_request
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.phase_helpers import CHAT, MESSAGES, finished_lines, raw_request
+from tests.support.running_proxy import ProxyFactory, RunningProxy
 
 UNKNOWN_KEY = "pk-unknown-key-3e8a1c"
 

@@ -23,8 +23,8 @@ from openai.types.responses import ResponseInputParam
 
 from proxy.demo.app import DemoSettings, create_demo_app
 from proxy.demo.text import tokenize
-from tests.relay_support import eventually
-from tests.sdk_clients import local_anthropic, local_openai
+from tests.support.relay_support import eventually
+from tests.support.sdk_clients import local_anthropic, local_openai
 
 FAST = DemoSettings(token_delay_s=0, first_token_delay_s=0)
 CHAT: list[ChatCompletionMessageParam] = [
@@ -368,7 +368,7 @@ def ignore_sigint() -> None:
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"])
 def test_module_main_prints_its_address_and_stops_on_a_signal(stop: signal.Signals) -> None:
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     command = [sys.executable, "-m", "proxy.demo", "--port", "0", "--first-token-delay-ms", "0"]
     process = subprocess.Popen(
         command, cwd=root, stdout=subprocess.PIPE, text=True, preexec_fn=ignore_sigint

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from proxy.config.load import ConfigError, parse_config
-from tests.conftest import ENVIRON, ProxyFactory, base_document
-from tests.fake_upstream import FakeUpstream, Script
-from tests.phase_helpers import CHAT, DONE, raw_request, spy_on_acquire
+from tests.support.fake_upstream import FakeUpstream, Script
+from tests.support.phase_helpers import CHAT, DONE, raw_request, spy_on_acquire
+from tests.support.running_proxy import ENVIRON, ProxyFactory, base_document
 
 APP = "https://app.example.com"
 PREFLIGHT = [

@@ -30,9 +30,14 @@ from proxy.demo.text import (
     ResponsesRenderer,
     make_reply,
 )
-from tests.conftest import CANARY_CLIENT_KEY, CANARY_UPSTREAM_KEY, ProxyFactory, RunningProxy
-from tests.fake_upstream import Close, FakeUpstream, Hold, Reset, Script, Step
-from tests.sdk_clients import local_anthropic, local_openai
+from tests.support.fake_upstream import Close, FakeUpstream, Hold, Reset, Script, Step
+from tests.support.running_proxy import (
+    CANARY_CLIENT_KEY,
+    CANARY_UPSTREAM_KEY,
+    ProxyFactory,
+    RunningProxy,
+)
+from tests.support.sdk_clients import local_anthropic, local_openai
 
 USER_TEXT = "Hello there, how are you?"
 PROMPT_WORDS = 5  # the demo counts the words of every prompt text

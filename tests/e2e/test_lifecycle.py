@@ -17,9 +17,9 @@ from proxy import keys
 from proxy.app import create_app, make_runner
 from proxy.config.load import parse_config
 from proxy.log import configure_logging
-from tests.conftest import CANARY_CLIENT_KEY, ENVIRON, base_document
-from tests.fake_upstream import FakeUpstream, Hold, Script
-from tests.raw_client import RawStream, open_raw_stream
+from tests.support.fake_upstream import FakeUpstream, Hold, Script
+from tests.support.raw_client import RawStream, open_raw_stream
+from tests.support.running_proxy import CANARY_CLIENT_KEY, ENVIRON, base_document
 
 CHAT = {"model": "gpt-x", "stream": True, "messages": []}
 FIRST = b'data: {"choices":[{"delta":{"content":"Hi"}}]}\n\n'

@@ -1,17 +1,16 @@
-"""Shared fixtures: a scripted fake upstream and the real proxy on real sockets on 127.0.0.1."""
+"""The real proxy on a real socket on 127.0.0.1, in front of the fake upstream: its config
+document, the canary keys it is given, and a handle on what it logs and counts."""
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import io
 import json
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
@@ -21,7 +20,6 @@ from proxy.config.load import parse_config
 from proxy.config.models import Config
 from proxy.limits.memory import MemoryLimiter
 from proxy.log import configure_logging
-from tests.fake_upstream import FakeUpstream
 
 CANARY_UPSTREAM_KEY = "sk-canary-UPSTREAM-7f3e9b2a41d8c6"
 CANARY_CLIENT_KEY = "pk-canary-CLIENT-5c1d8e0f9a2b47"
@@ -93,68 +91,37 @@ class RunningProxy:
             self.url + path, data=json.dumps(payload), headers=self.headers(**headers)
         )
 
+    async def close(self) -> None:
+        await self.session.close()
+        await self.runner.cleanup()
+
 
 ProxyFactory = Callable[..., Coroutine[Any, Any, RunningProxy]]
 
 
-@pytest.fixture
-async def upstream() -> AsyncIterator[FakeUpstream]:
-    fake = FakeUpstream()
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
-async def start_proxy(upstream: FakeUpstream) -> AsyncIterator[ProxyFactory]:
-    """Start the proxy; `edit(document)` may change the config document first."""
-    runners: list[web.AppRunner] = []
-    sessions: list[aiohttp.ClientSession] = []
-
-    async def start(
-        edit: Callable[[dict[str, Any]], None] | None = None,
-        environ: dict[str, str] | None = None,
-    ) -> RunningProxy:
-        document = copy.deepcopy(base_document(upstream.url))
-        if edit is not None:
-            edit(document)
-        config = parse_config(document, {**ENVIRON, **(environ or {})})
-        log_stream = io.StringIO()
-        configure_logging("debug", "json", stream=log_stream)
-        registry, limiter = CollectorRegistry(), MemoryLimiter()
-        app = create_app(config, registry=registry, limiter=limiter)
-        runner = make_runner(app)
-        await runner.setup()
-        runners.append(runner)
+async def start_running_proxy(
+    upstream_url: str,
+    edit: Callable[[dict[str, Any]], None] | None = None,
+    environ: dict[str, str] | None = None,
+) -> RunningProxy:
+    """Start the proxy on a free port; `edit(document)` may change the config document first."""
+    document = copy.deepcopy(base_document(upstream_url))
+    if edit is not None:
+        edit(document)
+    config = parse_config(document, {**ENVIRON, **(environ or {})})
+    log_stream = io.StringIO()
+    configure_logging("debug", "json", stream=log_stream)
+    registry, limiter = CollectorRegistry(), MemoryLimiter()
+    app = create_app(config, registry=registry, limiter=limiter)
+    runner = make_runner(app)
+    await runner.setup()
+    try:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        session = aiohttp.ClientSession()
-        sessions.append(session)
-        url = f"http://127.0.0.1:{port}"
-        return RunningProxy(url, app, config, registry, limiter, log_stream, session, runner)
-
-    yield start
-    for session in sessions:
-        await session.close()
-    for runner in runners:
+    except BaseException:
         await runner.cleanup()
-
-
-@pytest.fixture
-async def proxy(start_proxy: ProxyFactory) -> RunningProxy:
-    return await start_proxy()
-
-
-@pytest.fixture
-async def gate(start_proxy: ProxyFactory) -> AsyncIterator[Callable[[], asyncio.Event]]:
-    """Makes `Hold` events; all are released at teardown so no upstream handler lingers."""
-    made: list[asyncio.Event] = []
-
-    def make() -> asyncio.Event:
-        made.append(asyncio.Event())
-        return made[-1]
-
-    yield make
-    for held in made:
-        held.set()
+        raise
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    session = aiohttp.ClientSession()
+    url = f"http://127.0.0.1:{port}"
+    return RunningProxy(url, app, config, registry, limiter, log_stream, session, runner)

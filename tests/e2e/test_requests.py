@@ -18,14 +18,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import (
-    CANARY_CLIENT_KEY,
-    CANARY_UPSTREAM_KEY,
-    ProxyFactory,
-    RunningProxy,
-)
-from tests.fake_upstream import FakeUpstream, Hold, Script
-from tests.phase_helpers import (
+from tests.support.fake_upstream import FakeUpstream, Hold, Script
+from tests.support.phase_helpers import (
     CHAT,
     DONE,
     MESSAGE_STOP,
@@ -47,6 +41,12 @@ from tests.phase_helpers import (
     request_bytes,
     set_defaults,
     spy_on_acquire,
+)
+from tests.support.running_proxy import (
+    CANARY_CLIENT_KEY,
+    CANARY_UPSTREAM_KEY,
+    ProxyFactory,
+    RunningProxy,
 )
 
 WRONG_KEY = "pk-wrong-key-0d9c8b7a6f"
