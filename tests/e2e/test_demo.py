@@ -23,8 +23,8 @@ from openai.types.responses import ResponseInputParam
 
 from proxy.demo.app import DemoSettings, create_demo_app
 from proxy.demo.text import tokenize
-from tests.support.relay_support import eventually
 from tests.support.sdk_clients import local_anthropic, local_openai
+from tests.support.waits import eventually
 
 FAST = DemoSettings(token_delay_s=0, first_token_delay_s=0)
 CHAT: list[ChatCompletionMessageParam] = [
@@ -349,7 +349,7 @@ async def test_a_client_leaving_mid_stream_is_quiet_and_harmless(
     runner = client.server.runner
     assert runner is not None and runner.server is not None
     server = runner.server
-    await eventually(lambda: not server.connections)  # the server has seen it go
+    await eventually(lambda: not server.connections, "the server has seen the client go")
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
     async with client.get("/healthz") as health:  # and the server carries on
         assert health.status == 200

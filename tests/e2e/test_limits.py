@@ -31,7 +31,6 @@ from tests.support.phase_helpers import (
     add_user,
     chat_chunk,
     chat_stream,
-    eventually,
     explode_on_boom,
     finished_lines,
     ignore,
@@ -41,6 +40,7 @@ from tests.support.phase_helpers import (
     text_delta,
 )
 from tests.support.running_proxy import CANARY_CLIENT_KEY, ProxyFactory, RunningProxy
+from tests.support.waits import eventually
 
 CHAT_BODY = b'{"model": "gpt-test", "stream": true}'
 

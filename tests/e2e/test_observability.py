@@ -33,7 +33,6 @@ from tests.support.phase_helpers import (
     chat_stream,
     closed_port,
     compose,
-    eventually,
     explode_on_boom,
     finished_lines,
     ignore,
@@ -52,6 +51,7 @@ from tests.support.running_proxy import (
     ProxyFactory,
     RunningProxy,
 )
+from tests.support.waits import eventually
 
 USAGE = {"prompt_tokens": 17, "completion_tokens": 42, "total_tokens": 59}
 

@@ -16,7 +16,6 @@ from tests.support.relay_support import (
     ENDINGS,
     HEARTBEAT,
     OPENAI_DONE,
-    WAIT_S,
     ClientStream,
     big_stream,
     chunked,
@@ -42,6 +41,7 @@ from tests.support.stream_checks import (
     sent_bytes,
     settings,
 )
+from tests.support.waits import WAIT_S
 
 # --- 1. byte fidelity --------------------------------------------------------------------------
 

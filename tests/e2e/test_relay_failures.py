@@ -22,14 +22,12 @@ from tests.support.fake_upstream import Close, FakeUpstream, Hold, Reset, Script
 from tests.support.relay_support import (
     HEARTBEAT,
     OPENAI_DONE,
-    WAIT_S,
     anthropic_event,
     assert_one_error_event,
     big_stream,
     compact,
     cut_at,
     event,
-    eventually,
     head_events,
     openai_event,
     parse_events,
@@ -49,6 +47,7 @@ from tests.support.stream_checks import (
     sent_bytes,
     settings,
 )
+from tests.support.waits import WAIT_S, eventually
 
 # --- 4. upstream failures after an early commit ------------------------------------------------
 
@@ -338,7 +337,7 @@ async def test_a_client_leaving_before_the_upstream_answered_closes_the_upstream
 ) -> None:
     upstream.enqueue(Script(steps=[OPENAI_DONE], hold_headers=gate()))
     request = asyncio.ensure_future(proxy.post("/v1/chat/completions", payload("openai")))
-    await eventually(lambda: len(upstream.requests) == 1)
+    await eventually(lambda: len(upstream.requests) == 1, "the upstream has the request")
     assert proxy.limiter.active("alice") == 1
 
     request.cancel()

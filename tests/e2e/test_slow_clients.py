@@ -23,9 +23,10 @@ from proxy.core.errors import Outcome, StreamFailure
 from proxy.core.stats import RequestRecord
 from proxy.relay import ClientChannel, RelaySettings
 from tests.support.fake_upstream import FakeUpstream, Hold, Reset, Script, Step
-from tests.support.relay_support import OPENAI_DONE, eventually, openai_event, payload
+from tests.support.relay_support import OPENAI_DONE, openai_event, payload
 from tests.support.running_proxy import CANARY_CLIENT_KEY, ProxyFactory, RunningProxy
 from tests.support.stream_checks import Gate, assert_finished, settings
+from tests.support.waits import eventually
 
 # One write that the kernel cannot take whole through the shrunken buffers, yet small enough that
 # aiohttp does not drain after it (it drains once 64 KiB were written since the last drain).
@@ -48,6 +49,12 @@ async def open_silent_client(proxy: RunningProxy) -> socket.socket:
     return sock
 
 
+def client_connections(proxy: RunningProxy) -> int:
+    server = proxy.runner.server
+    assert server is not None
+    return len(server.connections)
+
+
 def shrink_client_connections(proxy: RunningProxy) -> None:
     """From now on the proxy's writes to its clients back up after a few kilobytes."""
     for handler in proxy.runner.server.connections:  # type: ignore[union-attr]
@@ -64,7 +71,7 @@ async def backed_up_stream(
     answer = gate()
     upstream.enqueue(Script(steps=[Hold(answer), BACKED_UP, *ending]))
     client = await open_silent_client(proxy)
-    await eventually(lambda: len(upstream.requests) == 1)
+    await eventually(lambda: len(upstream.requests) == 1, "the upstream has the request")
     shrink_client_connections(proxy)
     answer.set()
     return client
@@ -80,7 +87,7 @@ async def test_a_client_that_stops_reading_before_the_final_chunk_is_dropped(
     line = await assert_finished(proxy, "client_disconnected")
     assert "read nothing" in line["error"]
     assert proxy.limiter.active("alice") == 0
-    await eventually(lambda: not proxy.runner.server.connections)  # type: ignore[union-attr]
+    await eventually(lambda: client_connections(proxy) == 0, "the proxy closed the connection")
     client.close()
 
 
@@ -93,7 +100,7 @@ async def test_a_failed_stream_to_a_client_that_reads_nothing_is_closed_after_th
     client = await backed_up_stream(proxy, upstream, gate, [Reset()])
 
     await assert_finished(proxy, "upstream_error")
-    await eventually(lambda: not proxy.runner.server.connections)  # type: ignore[union-attr]
+    await eventually(lambda: client_connections(proxy) == 0, "the proxy closed the connection")
     client.close()
 
 

@@ -19,11 +19,11 @@ from tests.support.phase_helpers import (
     CHAT,
     DONE,
     chat_chunk,
-    eventually,
     last_finished,
     set_defaults,
 )
 from tests.support.running_proxy import ProxyFactory, RunningProxy
+from tests.support.waits import eventually
 
 
 async def stream_once(proxy: RunningProxy) -> bytes:

@@ -27,6 +27,7 @@ from proxy.core.dialects.openai import OPENAI
 from proxy.core.sse import SSEEvent
 from tests.support.fake_upstream import Step
 from tests.support.running_proxy import RunningProxy
+from tests.support.waits import eventually
 
 Edit = Callable[[dict[str, Any]], None]
 
@@ -165,16 +166,6 @@ def closed_port() -> int:
 
 
 # --- waiting for what happens after the client has its answer ---
-
-
-async def eventually(predicate: Callable[[], bool], what: str, within: float = 5.0) -> None:
-    """Poll `predicate` until it holds; fail after `within` seconds naming `what`."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for: {what}")
-        await asyncio.sleep(0.005)
 
 
 async def slots_released(proxy: RunningProxy, user: str = "alice", held: int = 0) -> None:

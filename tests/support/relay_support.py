@@ -14,10 +14,10 @@ import aiohttp
 
 from proxy.core.sse import SSEEvent, SSEFramer
 from tests.support.running_proxy import RunningProxy
+from tests.support.waits import WAIT_S, eventually
 
 HEARTBEAT = b": ping\n\n"
 BOM = b"\xef\xbb\xbf"
-WAIT_S = 5.0  # generous bound for anything that should happen "at once"
 
 ENDINGS: dict[str, tuple[bytes, ...]] = {
     "lf": (b"\n",),
@@ -250,16 +250,9 @@ def heartbeats_after(forwarded: bytes, count: int) -> Callable[[bytes], bool]:
 # --- waits -------------------------------------------------------------------------------------
 
 
-async def eventually(condition: Callable[[], bool], within: float = WAIT_S) -> None:
-    """Poll a condition that no event signals (a bounded loop with a deadline)."""
-    async with asyncio.timeout(within):
-        while not condition():  # noqa: ASYNC110 (nothing to await: the condition is polled)
-            await asyncio.sleep(0.005)
-
-
 async def finished_line(proxy: RunningProxy, count: int = 1) -> dict[str, Any]:
     """The `count`-th `stream.finished` line, once the proxy wrote it."""
-    await eventually(lambda: len(proxy.finished_lines()) >= count)
+    await eventually(lambda: len(proxy.finished_lines()) >= count, f"{count} finished lines")
     return proxy.finished_lines()[count - 1]
 
 

@@ -11,15 +11,14 @@ import aiohttp
 from tests.support.fake_upstream import FakeUpstream, Step
 from tests.support.relay_support import (
     HEARTBEAT,
-    WAIT_S,
     ClientStream,
-    eventually,
     finished_line,
     payload,
     requests_total,
     route_of,
 )
 from tests.support.running_proxy import RunningProxy
+from tests.support.waits import WAIT_S, eventually
 
 Gate = Callable[[], asyncio.Event]
 Edit = Callable[[dict[str, Any]], None]
@@ -106,5 +105,5 @@ async def assert_upstream_closed_and_slot_freed(
     proxy: RunningProxy, upstream: FakeUpstream
 ) -> None:
     await asyncio.wait_for(upstream.disconnected.wait(), WAIT_S)
-    await eventually(lambda: proxy.limiter.active("alice") == 0)
+    await eventually(lambda: proxy.limiter.active("alice") == 0, "alice's slot is free")
     await assert_finished(proxy, "client_disconnected")
