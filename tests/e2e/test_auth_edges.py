@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.support.fake_upstream import FakeUpstream
-from tests.support.phase_helpers import CHAT, MESSAGES, finished_lines, raw_request
+from tests.support.phase_helpers import CHAT, MESSAGES, raw_request
 from tests.support.running_proxy import ProxyFactory, RunningProxy
 
 UNKNOWN_KEY = "pk-unknown-key-3e8a1c"
@@ -43,7 +43,7 @@ async def test_a_key_that_is_not_utf8_is_refused_like_any_unknown_key(
     assert (not_utf8.status, unknown.status) == (401, 401)
     assert not_utf8.body == unknown.body  # the same answer: nothing tells the two apart
     assert b"Traceback" not in not_utf8.body
-    lines = await finished_lines(proxy, 2)
+    lines = await proxy.finished_lines(2)
     assert [(line["status"], line["outcome"]) for line in lines] == [(401, "rejected")] * 2
     assert upstream.requests == []
 
@@ -73,7 +73,7 @@ async def test_header_mode_refuses_an_identity_header_given_more_than_once(
     error = json.loads(twice.body)["error"]
     assert error["type"] == "authentication_error"
     assert error["message"] == "X-User-Id must appear exactly once"
-    lines = await finished_lines(proxy, 2)
+    lines = await proxy.finished_lines(2)
     assert [(line["user"], line["status"]) for line in lines] == [("bob", 200), (None, 401)]
     assert len(upstream.requests) == 1  # only the request that named one user went upstream
 

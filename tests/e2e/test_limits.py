@@ -32,7 +32,6 @@ from tests.support.phase_helpers import (
     chat_chunk,
     chat_stream,
     explode_on_boom,
-    finished_lines,
     ignore,
     request_bytes,
     set_defaults,
@@ -233,7 +232,7 @@ async def test_every_ending_releases_the_slot_exactly_once(
     try:
         async with witness(proxy, upstream):
             await ending.run(proxy, upstream, never)
-            assert (await finished_lines(proxy, 1))[0]["outcome"] == ending.outcome
+            assert (await proxy.finished_lines(1))[0]["outcome"] == ending.outcome
             await slots_released(proxy, held=1)  # the witness's slot, and only that
     finally:
         never.set()
@@ -298,7 +297,7 @@ async def test_slots_return_when_clients_leave_at_random_moments(
         gate.set()
         await slots_released(proxy)
         assert active_gauge(proxy) == 0, f"seed {seed}"
-    assert len(await finished_lines(proxy, streams)) == streams  # each logged exactly once
+    assert len(await proxy.finished_lines(streams)) == streams  # each logged exactly once
     response = await proxy.post("/v1/chat/completions", CHAT)
     assert (await response.read()).endswith(DONE)
 

@@ -34,9 +34,7 @@ from tests.support.phase_helpers import (
     closed_port,
     compose,
     explode_on_boom,
-    finished_lines,
     ignore,
-    last_finished,
     message_delta,
     raw_request,
     sample_value,
@@ -113,7 +111,7 @@ async def known_streams(proxy: RunningProxy, upstream: FakeUpstream) -> str:
     assert (await (await proxy.post("/v1/chat/completions", CHAT)).read()).endswith(DONE)
     upstream.enqueue(Script(steps=[ROLE, chat_chunk("cut")]))
     await ignore((await proxy.post("/v1/chat/completions", CHAT)).read())
-    await finished_lines(proxy, 3)
+    await proxy.finished_lines(3)
     return await scrape(proxy)
 
 
@@ -132,7 +130,7 @@ async def test_request_counts_and_timings(proxy: RunningProxy, upstream: FakeUps
     assert sample_value(text, duration, route="openai", outcome="completed") == 2
     assert sample_value(text, duration, route="openai", outcome="truncated") == 1
     assert sample_value(text, "llm_proxy_active_streams", route="openai") == 0
-    durations = sum(line["duration_ms"] for line in proxy.finished_lines()) / 1000
+    durations = sum(line["duration_ms"] for line in await proxy.finished_lines(3)) / 1000
     observed = sum(value for name, _, value in samples(text)
                    if name == "llm_proxy_stream_duration_seconds_sum")  # fmt: skip
     assert observed == pytest.approx(durations, abs=0.001 * 3)  # the log rounds to 0.1 ms
@@ -162,7 +160,7 @@ async def test_content_sent_before_an_upstream_failure_is_delivered_and_counted(
     assert b'"error"' in body  # the failure is reported in-band...
     assert b'"partial"' in body  # ...after the words the model had already produced
     assert body.index(b'"partial"') < body.index(b'"error"')
-    line = await last_finished(proxy)
+    line = await proxy.finished_line()
     assert line["outcome"] == "upstream_error"
     assert (line["output_tokens"], line["tokens_source"]) == (1, "counted")
     assert line["ttft_ms"] is not None
@@ -194,7 +192,7 @@ async def odd_requests(proxy: RunningProxy, upstream: FakeUpstream) -> None:
 
 async def test_label_values_stay_bounded(proxy: RunningProxy, upstream: FakeUpstream) -> None:
     await odd_requests(proxy, upstream)
-    await finished_lines(proxy, 6)
+    await proxy.finished_lines(6)
     text = await scrape(proxy)
     for name, labels, _ in samples(text):
         for key, value in labels.items():
@@ -239,7 +237,7 @@ async def test_ttft_counts_from_the_first_content_event(
     await reader.until(b"Hello")
     client_ttft_ms = (loop.time() - started) * 1000
     await reader.rest()
-    ttft_ms = (await last_finished(proxy))["ttft_ms"]
+    ttft_ms = (await proxy.finished_line())["ttft_ms"]
     assert ttft_ms >= HOLD_S * 1000
     assert ttft_ms <= client_ttft_ms + 1  # the proxy wrote it before the client could read it
     observed = sample_value(await scrape(proxy), "llm_proxy_ttft_seconds_sum", route=dialect)
@@ -258,7 +256,7 @@ async def test_a_streams_first_byte_is_its_first_body_byte(
     loop.call_later(HOLD_S, first.set)  # deliberate pauses, the scripted upstream's pace
     loop.call_later(2 * HOLD_S, rest.set)
     assert (await (await request).read()).endswith(DONE)
-    line = await last_finished(proxy)
+    line = await proxy.finished_line()
     assert line["upstream_first_byte_ms"] >= HOLD_S * 1000
     assert line["duration_ms"] - line["upstream_first_byte_ms"] >= HOLD_S * 1000 / 2
     text = await scrape(proxy)
@@ -280,7 +278,7 @@ async def test_a_whole_bodys_first_byte_is_when_it_starts_arriving_not_when_it_e
     await eventually(lambda: len(upstream.requests) == 1, "the upstream has the request")
     asyncio.get_running_loop().call_later(HOLD_S, gate.set)  # its first bytes are on the way
     assert await (await request).read() == body
-    line = await last_finished(proxy)
+    line = await proxy.finished_line()
     assert line["duration_ms"] - line["upstream_first_byte_ms"] >= HOLD_S * 1000 / 2
 
 
@@ -314,7 +312,7 @@ async def test_finished_line_describes_the_stream(
 ) -> None:
     proxy = await start_proxy(edit=set_defaults(heartbeat_s=0.05))
     response, received = await stream_with_heartbeats(proxy, upstream, "client-req.42:abc")
-    line = await last_finished(proxy)
+    line = await proxy.finished_line()
     assert set(line) >= FIELDS
     assert line["request_id"] == response.headers["X-Request-Id"] == "client-req.42:abc"
     sent = {name.lower(): value for name, value in upstream.requests[0].headers.items()}
@@ -343,7 +341,7 @@ async def test_an_insane_client_request_id_is_replaced(
         await response.read()
         assert response.headers["X-Request-Id"] != offered
         assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-Id"])
-        line = await last_finished(proxy, count)
+        line = await proxy.finished_line(count)
         assert line["request_id"] == response.headers["X-Request-Id"]
 
 
@@ -484,7 +482,7 @@ async def test_no_canary_key_in_any_log_metric_body_or_header(
     seen = Seen()
     for scenario in SCENARIOS:
         await scenario(proxy, upstream, seen)
-    outcomes = {line["outcome"] for line in await finished_lines(proxy, 22)}
+    outcomes = {line["outcome"] for line in await proxy.finished_lines(22)}
     assert outcomes >= {"completed", "upstream_error", "upstream_timeout", "rejected",
                         "truncated", "client_disconnected",
                         "internal_error"}  # fmt: skip

@@ -35,8 +35,6 @@ from tests.support.phase_helpers import (
     chat_stream,
     closed_port,
     compose,
-    finished_lines,
-    last_finished,
     raw_request,
     request_bytes,
     set_defaults,
@@ -100,7 +98,7 @@ async def test_bearer_and_x_api_key_both_authenticate(
     upstream.enqueue(Script(steps=anthropic_stream("Hi")))
     api_key = await post_with(proxy, "/v1/messages", MESSAGES, {"x-api-key": CANARY_CLIENT_KEY})
     assert (await completed(api_key)).endswith(MESSAGE_STOP)
-    assert [line["user"] for line in proxy.finished_lines()] == ["alice", "alice"]
+    assert [line["user"] for line in await proxy.finished_lines(2)] == ["alice", "alice"]
     assert len(upstream.requests) == 2
 
 
@@ -122,7 +120,7 @@ async def test_missing_or_unknown_key_is_401_in_openai_shape(
     assert WRONG_KEY not in await response.text()
     assert WRONG_KEY not in str(response.headers)
     assert upstream.requests == []
-    assert (await last_finished(proxy))["status"] == 401
+    assert (await proxy.finished_line())["status"] == 401
     assert proxy.metric("llm_proxy_client_errors_total", {"status": "401"}) == 1
 
 
@@ -166,7 +164,7 @@ async def test_header_mode_names_the_user_and_keeps_the_header_from_the_upstream
     proxy = await start_proxy(edit=header_auth("X-Trusted-User"))
     response = await post_with(proxy, "/v1/chat/completions", CHAT, {"X-Trusted-User": "carol"})
     await completed(response)
-    assert (await last_finished(proxy))["user"] == "carol"
+    assert (await proxy.finished_line())["user"] == "carol"
     seen = {name.lower() for name in upstream.requests[0].headers}
     assert "x-trusted-user" not in seen
     assert upstream.requests[0].headers["Authorization"] == f"Bearer {CANARY_UPSTREAM_KEY}"
@@ -188,7 +186,7 @@ async def test_mode_none_logs_the_user_as_anonymous(
 ) -> None:
     proxy = await start_proxy(edit=lambda document: document.update(auth={"mode": "none"}))
     await completed(await post_with(proxy, "/v1/chat/completions", CHAT, {}))
-    assert (await last_finished(proxy))["user"] == "anonymous"
+    assert (await proxy.finished_line())["user"] == "anonymous"
     assert len(upstream.requests) == 1
 
 
@@ -279,7 +277,7 @@ async def test_the_first_route_in_file_order_that_matches_wins(
     proxy = await start_proxy(edit=catch_all_route(catch_all_first))
     for model in ("gpt-test", "llama-3"):
         await completed(await proxy.post("/v1/chat/completions", {**CHAT, "model": model}))
-    assert [line["route"] for line in await finished_lines(proxy, 2)] == expected
+    assert [line["route"] for line in await proxy.finished_lines(2)] == expected
 
 
 async def test_an_absolute_form_request_target_reaches_the_upstream_as_a_path(
@@ -371,7 +369,7 @@ async def test_client_error_touches_neither_upstream_nor_slot(
     )
     assert response.status == case.status
     assert_error(case.dialect, await response.json(), case.error_type)
-    line = await last_finished(proxy)
+    line = await proxy.finished_line()
     assert (line["status"], line["route"]) == (case.status, None)
     assert upstream.requests == []
     assert acquired == []
@@ -437,7 +435,7 @@ async def test_client_errors_are_not_logged_as_internal_errors(
             case.method, proxy.url + case.path, data=case.body, headers=proxy.headers()
         )
     await post_with(proxy, "/v1/chat/completions", CHAT, {})  # 401
-    lines = await finished_lines(proxy, len(CLIENT_ERRORS) + 1)
+    lines = await proxy.finished_lines(len(CLIENT_ERRORS) + 1)
     assert [line["outcome"] for line in lines] == ["rejected"] * len(lines)
 
 
@@ -470,7 +468,7 @@ async def test_connect_failure_fails_over_to_the_next_upstream(
     body = await completed(await proxy.post("/v1/chat/completions", CHAT))
     assert b'"Hello"' in body and body.endswith(b"data: [DONE]\n\n")
     assert which(upstream) == ["u1"]
-    line = await last_finished(proxy)
+    line = await proxy.finished_line()
     assert (line["upstream"], line["outcome"]) == ("u1", "completed")
 
 
@@ -516,7 +514,7 @@ async def test_gateway_error_fails_over_to_the_next_upstream(
     body = await completed(await proxy.post("/v1/chat/completions", CHAT))
     assert body.endswith(b"data: [DONE]\n\n")
     assert which(upstream) == ["u0", "u1"]
-    assert (await last_finished(proxy))["upstream"] == "u1"
+    assert (await proxy.finished_line())["upstream"] == "u1"
 
 
 async def test_all_upstreams_failing_is_a_502_naming_no_secret(
@@ -531,7 +529,7 @@ async def test_all_upstreams_failing_is_a_502_naming_no_secret(
     text = await response.text()
     for secret in (CANARY_UPSTREAM_KEY, CANARY_CLIENT_KEY):
         assert secret not in text and secret not in str(response.headers)
-    line = await last_finished(proxy)
+    line = await proxy.finished_line()
     assert (line["status"], line["outcome"]) == (502, "upstream_error")
 
 
@@ -546,7 +544,7 @@ async def test_upstream_500_is_passed_through_and_not_retried(
     assert response.status == status
     assert await response.read() == body
     assert which(upstream) == ["u0"]
-    line = await last_finished(proxy)
+    line = await proxy.finished_line()
     assert (line["status"], line["outcome"]) == (status, "upstream_error")
 
 
@@ -608,7 +606,7 @@ async def test_slow_upstream_headers_are_a_504(
         response = await proxy.post("/v1/chat/completions", CHAT)
         assert response.status == 504
         assert_openai_error(await response.json(), "timeout_error")
-        line = await last_finished(proxy)
+        line = await proxy.finished_line()
         assert (line["status"], line["outcome"]) == (504, "upstream_timeout")
     finally:
         never.set()
@@ -651,7 +649,7 @@ async def test_an_event_stream_answer_is_relayed_as_a_stream_whatever_the_reques
     await reader.until(b'"early"')  # while the upstream still holds the rest
     go.set()
     await reader.rest()
-    line = await last_finished(proxy)
+    line = await proxy.finished_line()
     assert (line["stream"], line["outcome"], line["output_tokens"]) == (True, "completed", 2)
 
 
@@ -668,7 +666,7 @@ async def test_an_event_stream_answer_that_took_its_time_still_gets_its_first_by
     loop.call_later(0.6, first.set)  # and the first event 0.1 s after them
     response = await proxy.post("/v1/chat/completions", PLAIN)
     assert (await response.read()).endswith(DONE)
-    assert (await last_finished(proxy))["outcome"] == "completed"
+    assert (await proxy.finished_line())["outcome"] == "completed"
 
 
 # The operator's account at the provider, and what only holds for the provider's own host.
@@ -691,7 +689,7 @@ async def test_non_streaming_request_is_proxied_and_its_usage_counted(
     assert await response.read() == body
     assert response.headers["x-ratelimit-remaining-tokens"] == "999"
     assert not set(OPERATOR_ONLY) & {name.lower() for name in response.headers}
-    line = await last_finished(proxy)
+    line = await proxy.finished_line()
     assert line["ttft_ms"] is None
     assert (line["stream"], line["outcome"], line["output_tokens"]) == (False, "completed", 7)
     output = {"route": "openai", "source": "usage"}
@@ -716,6 +714,6 @@ async def test_anthropic_non_streaming_usage_is_counted(
     payload = {key: value for key, value in MESSAGES.items() if key != "stream"}
     response = await post_with(proxy, "/v1/messages", payload, {"x-api-key": "k-dora"})
     assert await response.json() == message
-    line = await last_finished(proxy)
+    line = await proxy.finished_line()
     assert (line["user"], line["output_tokens"], line["ttft_ms"]) == ("dora", 3, None)
     assert proxy.metric("llm_proxy_input_tokens_total", {"route": "anthropic"}) == 9

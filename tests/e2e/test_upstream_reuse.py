@@ -19,7 +19,6 @@ from tests.support.phase_helpers import (
     CHAT,
     DONE,
     chat_chunk,
-    last_finished,
     set_defaults,
 )
 from tests.support.running_proxy import ProxyFactory, RunningProxy
@@ -37,7 +36,7 @@ async def failing_stream(proxy: RunningProxy, outcome: str) -> None:
     response = await proxy.post("/v1/chat/completions", CHAT)
     with pytest.raises(aiohttp.ClientPayloadError):
         await response.read()
-    assert (await last_finished(proxy))["outcome"] == outcome
+    assert (await proxy.finished_line())["outcome"] == outcome
 
 
 async def test_connection_is_reused_after_a_completed_stream(
@@ -57,7 +56,7 @@ async def test_body_end_after_the_terminator_is_read_in_the_background_then_reus
     upstream.enqueue(Script(steps=[chat_chunk("hi"), DONE, Hold(body_end)]), Script(steps=[DONE]))
     # The client has its whole stream while the upstream has not ended its body yet.
     assert (await stream_once(proxy)).endswith(DONE)
-    assert (await last_finished(proxy))["outcome"] == "completed"
+    assert (await proxy.finished_line())["outcome"] == "completed"
     releaser = proxy.app[keys.RELEASER]
     assert releaser.pending == 1
     body_end.set()

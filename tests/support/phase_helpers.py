@@ -172,18 +172,6 @@ async def slots_released(proxy: RunningProxy, user: str = "alice", held: int = 0
     await eventually(lambda: proxy.limiter.active(user) == held, f"{user} holds {held} slots")
 
 
-async def finished_lines(proxy: RunningProxy, count: int) -> list[dict[str, Any]]:
-    """The `stream.finished` lines, once there are `count` of them (never more)."""
-    await eventually(lambda: len(proxy.finished_lines()) >= count, f"{count} finished lines")
-    lines = proxy.finished_lines()
-    assert len(lines) == count, lines
-    return lines
-
-
-async def last_finished(proxy: RunningProxy, count: int = 1) -> dict[str, Any]:
-    return (await finished_lines(proxy, count))[-1]
-
-
 # --- reading responses ---
 
 

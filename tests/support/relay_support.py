@@ -14,7 +14,7 @@ import aiohttp
 
 from proxy.core.sse import SSEEvent, SSEFramer
 from tests.support.running_proxy import RunningProxy
-from tests.support.waits import WAIT_S, eventually
+from tests.support.waits import WAIT_S
 
 HEARTBEAT = b": ping\n\n"
 BOM = b"\xef\xbb\xbf"
@@ -248,12 +248,6 @@ def heartbeats_after(forwarded: bytes, count: int) -> Callable[[bytes], bool]:
 
 
 # --- waits -------------------------------------------------------------------------------------
-
-
-async def finished_line(proxy: RunningProxy, count: int = 1) -> dict[str, Any]:
-    """The `count`-th `stream.finished` line, once the proxy wrote it."""
-    await eventually(lambda: len(proxy.finished_lines()) >= count, f"{count} finished lines")
-    return proxy.finished_lines()[count - 1]
 
 
 def requests_total(proxy: RunningProxy, route: str, outcome: str) -> float | None:

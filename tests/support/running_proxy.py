@@ -4,6 +4,7 @@ document, the canary keys it is given, and a handle on what it logs and counts."
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import json
 from collections.abc import Callable, Coroutine
@@ -20,6 +21,7 @@ from proxy.config.load import parse_config
 from proxy.config.models import Config
 from proxy.limits.memory import MemoryLimiter
 from proxy.log import configure_logging
+from tests.support.waits import eventually
 
 CANARY_UPSTREAM_KEY = "sk-canary-UPSTREAM-7f3e9b2a41d8c6"
 CANARY_CLIENT_KEY = "pk-canary-CLIENT-5c1d8e0f9a2b47"
@@ -64,11 +66,23 @@ class RunningProxy:
     session: aiohttp.ClientSession
     runner: web.AppRunner
 
-    def log_lines(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.log_stream.getvalue().splitlines() if line]
+    def log_lines(self, event: str | None = None) -> list[dict[str, Any]]:
+        """The JSON log lines written so far (only those of `event`, if given)."""
+        lines = [json.loads(line) for line in self.log_stream.getvalue().splitlines() if line]
+        return [line for line in lines if event is None or line.get("event") == event]
 
-    def finished_lines(self) -> list[dict[str, Any]]:
-        return [line for line in self.log_lines() if line.get("event") == "stream.finished"]
+    async def finished_lines(self, count: int) -> list[dict[str, Any]]:
+        """The `stream.finished` lines once there are `count` of them, and never more: a
+        response can reach the client a moment before the handler's `finally` logs it."""
+        written = functools.partial(self.log_lines, "stream.finished")
+        await eventually(lambda: len(written()) >= count, f"{count} stream.finished lines")
+        lines = written()
+        assert len(lines) == count, lines
+        return lines
+
+    async def finished_line(self, count: int = 1) -> dict[str, Any]:
+        """The last `stream.finished` line, once `count` requests (and no more) have finished."""
+        return (await self.finished_lines(count))[-1]
 
     def metric(self, name: str, labels: dict[str, str] | None = None) -> float | None:
         """A sample's value from the registry's exposition text (parsed, not searched)."""

@@ -12,7 +12,6 @@ from tests.support.fake_upstream import FakeUpstream, Step
 from tests.support.relay_support import (
     HEARTBEAT,
     ClientStream,
-    finished_line,
     payload,
     requests_total,
     route_of,
@@ -62,14 +61,14 @@ async def assert_finished(
     proxy: RunningProxy, outcome: str, route: str = "openai"
 ) -> dict[str, Any]:
     """The log line and the request counter agree on how the (only) stream ended."""
-    line = await finished_line(proxy)
+    line = await proxy.finished_line()
     assert (line["outcome"], line["route"], line["stream"]) == (outcome, route, True)
     assert requests_total(proxy, route, outcome) == 1
     return line
 
 
 async def assert_heartbeats_counted(proxy: RunningProxy, beats: int, route: str = "openai") -> None:
-    line = await finished_line(proxy)
+    line = await proxy.finished_line()
     assert line["heartbeats"] == beats
     assert proxy.metric("llm_proxy_heartbeats_total", {"route": route}) == beats
 
