@@ -68,7 +68,7 @@ async def finish_all(gate: asyncio.Event, responses: list[aiohttp.ClientResponse
 
 
 def active_gauge(proxy: RunningProxy) -> float | None:
-    return proxy.metric("llm_proxy_active_streams", {"route": "openai"})
+    return proxy.metric("llm_proxy_active_streams", route="openai")
 
 
 # --- who is refused ---
@@ -87,9 +87,9 @@ async def test_the_stream_beyond_the_limit_is_429_and_never_reaches_the_upstream
     assert "at most 2 streams" in error["message"]
     assert len(upstream.requests) == 2
     labels = {"route": "openai", "reason": "concurrency"}
-    assert proxy.metric("llm_proxy_limit_rejections_total", labels) == 1
+    assert proxy.metric("llm_proxy_limit_rejections_total", **labels) == 1
     rejected = {"route": "openai", "stream": "true", "outcome": "rejected"}
-    assert proxy.metric("llm_proxy_requests_total", rejected) == 1
+    assert proxy.metric("llm_proxy_requests_total", **rejected) == 1
     await finish_all(gate, held)
     await slots_released(proxy)
 

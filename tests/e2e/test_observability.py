@@ -18,6 +18,7 @@ import pytest
 
 from proxy.core.errors import Outcome
 from tests.support.fake_upstream import Close, FakeUpstream, Hold, Reset, Script, Step
+from tests.support.metrics import sample_value, samples
 from tests.support.phase_helpers import (
     ANTHROPIC_PING,
     BLOCK_START,
@@ -37,9 +38,6 @@ from tests.support.phase_helpers import (
     ignore,
     message_delta,
     raw_request,
-    sample_value,
-    samples,
-    scrape,
     set_defaults,
     text_delta,
 )
@@ -112,7 +110,7 @@ async def known_streams(proxy: RunningProxy, upstream: FakeUpstream) -> str:
     upstream.enqueue(Script(steps=[ROLE, chat_chunk("cut")]))
     await ignore((await proxy.post("/v1/chat/completions", CHAT)).read())
     await proxy.finished_lines(3)
-    return await scrape(proxy)
+    return await proxy.scrape()
 
 
 TTFT = "llm_proxy_ttft_seconds"
@@ -193,7 +191,7 @@ async def odd_requests(proxy: RunningProxy, upstream: FakeUpstream) -> None:
 async def test_label_values_stay_bounded(proxy: RunningProxy, upstream: FakeUpstream) -> None:
     await odd_requests(proxy, upstream)
     await proxy.finished_lines(6)
-    text = await scrape(proxy)
+    text = await proxy.scrape()
     for name, labels, _ in samples(text):
         for key, value in labels.items():
             if key == "le":
@@ -240,7 +238,7 @@ async def test_ttft_counts_from_the_first_content_event(
     ttft_ms = (await proxy.finished_line())["ttft_ms"]
     assert ttft_ms >= HOLD_S * 1000
     assert ttft_ms <= client_ttft_ms + 1  # the proxy wrote it before the client could read it
-    observed = sample_value(await scrape(proxy), "llm_proxy_ttft_seconds_sum", route=dialect)
+    observed = sample_value(await proxy.scrape(), "llm_proxy_ttft_seconds_sum", route=dialect)
     assert observed == pytest.approx(ttft_ms / 1000, abs=0.001)
 
 
@@ -259,7 +257,7 @@ async def test_a_streams_first_byte_is_its_first_body_byte(
     line = await proxy.finished_line()
     assert line["upstream_first_byte_ms"] >= HOLD_S * 1000
     assert line["duration_ms"] - line["upstream_first_byte_ms"] >= HOLD_S * 1000 / 2
-    text = await scrape(proxy)
+    text = await proxy.scrape()
     first_byte = sample_value(text, "llm_proxy_upstream_first_byte_seconds_sum", route="openai")
     assert first_byte == pytest.approx(line["upstream_first_byte_ms"] / 1000, abs=0.001)
 
@@ -486,7 +484,7 @@ async def test_no_canary_key_in_any_log_metric_body_or_header(
     assert outcomes >= {"completed", "upstream_error", "upstream_timeout", "rejected",
                         "truncated", "client_disconnected",
                         "internal_error"}  # fmt: skip
-    everything = "\n".join([proxy.log_stream.getvalue(), await scrape(proxy), *seen.texts])
+    everything = "\n".join([proxy.log_stream.getvalue(), await proxy.scrape(), *seen.texts])
     for key in (CANARY_UPSTREAM_KEY, CANARY_CLIENT_KEY):
         assert key not in everything
 

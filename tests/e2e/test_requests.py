@@ -121,7 +121,7 @@ async def test_missing_or_unknown_key_is_401_in_openai_shape(
     assert WRONG_KEY not in str(response.headers)
     assert upstream.requests == []
     assert (await proxy.finished_line())["status"] == 401
-    assert proxy.metric("llm_proxy_client_errors_total", {"status": "401"}) == 1
+    assert proxy.metric("llm_proxy_client_errors_total", status="401") == 1
 
 
 async def test_401_on_messages_is_in_anthropic_shape(
@@ -373,7 +373,7 @@ async def test_client_error_touches_neither_upstream_nor_slot(
     assert (line["status"], line["route"]) == (case.status, None)
     assert upstream.requests == []
     assert acquired == []
-    assert proxy.metric("llm_proxy_client_errors_total", {"status": str(case.status)}) == 1
+    assert proxy.metric("llm_proxy_client_errors_total", status=str(case.status)) == 1
     assert proxy.metric("llm_proxy_requests_total") is None  # not counted under any route
 
 
@@ -421,7 +421,7 @@ async def test_a_body_the_proxy_cannot_read_is_a_client_error(
     assert response.status == status
     assert_openai_error(json.loads(response.body), error_type)
     assert upstream.requests == []
-    assert proxy.metric("llm_proxy_client_errors_total", {"status": str(status)}) == 1
+    assert proxy.metric("llm_proxy_client_errors_total", status=str(status)) == 1
 
 
 async def test_client_errors_are_not_logged_as_internal_errors(
@@ -693,11 +693,11 @@ async def test_non_streaming_request_is_proxied_and_its_usage_counted(
     assert line["ttft_ms"] is None
     assert (line["stream"], line["outcome"], line["output_tokens"]) == (False, "completed", 7)
     output = {"route": "openai", "source": "usage"}
-    assert proxy.metric("llm_proxy_output_tokens_total", output) == 7
+    assert proxy.metric("llm_proxy_output_tokens_total", **output) == 7
     plain = {"route": "openai", "stream": "false", "outcome": "completed"}
-    assert proxy.metric("llm_proxy_requests_total", plain) == 1
-    assert proxy.metric("llm_proxy_input_tokens_total", {"route": "openai"}) == 11
-    assert proxy.metric("llm_proxy_ttft_seconds_count", {"route": "openai"}) is None
+    assert proxy.metric("llm_proxy_requests_total", **plain) == 1
+    assert proxy.metric("llm_proxy_input_tokens_total", route="openai") == 11
+    assert proxy.metric("llm_proxy_ttft_seconds_count", route="openai") is None
 
 
 async def test_anthropic_non_streaming_usage_is_counted(
@@ -716,4 +716,4 @@ async def test_anthropic_non_streaming_usage_is_counted(
     assert await response.json() == message
     line = await proxy.finished_line()
     assert (line["user"], line["output_tokens"], line["ttft_ms"]) == ("dora", 3, None)
-    assert proxy.metric("llm_proxy_input_tokens_total", {"route": "anthropic"}) == 9
+    assert proxy.metric("llm_proxy_input_tokens_total", route="anthropic") == 9

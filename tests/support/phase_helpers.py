@@ -19,7 +19,6 @@ from typing import Any
 import aiohttp
 import pytest
 from multidict import CIMultiDict
-from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
 from proxy.core.dialects import Signal
@@ -303,34 +302,6 @@ async def raw_request(
         return await client.response()
     finally:
         client.close()
-
-
-# --- metrics ---
-
-
-async def scrape(proxy: RunningProxy) -> str:
-    async with proxy.session.get(proxy.url + "/metrics") as response:
-        assert response.status == 200
-        return await response.text()
-
-
-def samples(text: str) -> list[tuple[str, dict[str, str], float]]:
-    return [
-        (sample.name, dict(sample.labels), float(sample.value))
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    ]
-
-
-def sample_value(text: str, name: str, **labels: str) -> float | None:
-    """The one sample of `name` whose labels include `labels` (None if there is none)."""
-    found = [
-        value
-        for sample, sample_labels, value in samples(text)
-        if sample == name and all(sample_labels.get(k) == v for k, v in labels.items())
-    ]
-    assert len(found) <= 1, f"{name}{labels} is ambiguous: {found}"
-    return found[0] if found else None
 
 
 async def ignore(awaitable: Awaitable[Any]) -> None:

@@ -13,7 +13,6 @@ from typing import Any
 import aiohttp
 
 from proxy.core.sse import SSEEvent, SSEFramer
-from tests.support.running_proxy import RunningProxy
 from tests.support.waits import WAIT_S
 
 HEARTBEAT = b": ping\n\n"
@@ -248,11 +247,6 @@ def heartbeats_after(forwarded: bytes, count: int) -> Callable[[bytes], bool]:
 
 
 # --- waits -------------------------------------------------------------------------------------
-
-
-def requests_total(proxy: RunningProxy, route: str, outcome: str) -> float | None:
-    labels = {"route": route, "stream": "true", "outcome": outcome}
-    return proxy.metric("llm_proxy_requests_total", labels)
 
 
 def route_of(dialect: str) -> tuple[str, str]:

@@ -13,14 +13,14 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import CollectorRegistry
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client import CollectorRegistry, generate_latest
 
 from proxy.app import create_app, make_runner
 from proxy.config.load import parse_config
 from proxy.config.models import Config
 from proxy.limits.memory import MemoryLimiter
 from proxy.log import configure_logging
+from tests.support.metrics import sample_value
 from tests.support.waits import eventually
 
 CANARY_UPSTREAM_KEY = "sk-canary-UPSTREAM-7f3e9b2a41d8c6"
@@ -84,18 +84,15 @@ class RunningProxy:
         """The last `stream.finished` line, once `count` requests (and no more) have finished."""
         return (await self.finished_lines(count))[-1]
 
-    def metric(self, name: str, labels: dict[str, str] | None = None) -> float | None:
-        """A sample's value from the registry's exposition text (parsed, not searched)."""
-        from prometheus_client import generate_latest
+    def metric(self, name: str, **labels: str) -> float | None:
+        """The one sample of `name` with `labels`, in the registry's exposition text."""
+        return sample_value(generate_latest(self.registry).decode(), name, **labels)
 
-        text = generate_latest(self.registry).decode()
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and all(
-                    sample.labels.get(k) == v for k, v in (labels or {}).items()
-                ):
-                    return float(sample.value)
-        return None
+    async def scrape(self) -> str:
+        """The exposition text as Prometheus gets it: GET /metrics."""
+        async with self.session.get(self.url + "/metrics") as response:
+            assert response.status == 200
+            return await response.text()
 
     def headers(self, **extra: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {CANARY_CLIENT_KEY}", **extra}

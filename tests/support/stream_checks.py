@@ -13,7 +13,6 @@ from tests.support.relay_support import (
     HEARTBEAT,
     ClientStream,
     payload,
-    requests_total,
     route_of,
 )
 from tests.support.running_proxy import RunningProxy
@@ -63,14 +62,15 @@ async def assert_finished(
     """The log line and the request counter agree on how the (only) stream ended."""
     line = await proxy.finished_line()
     assert (line["outcome"], line["route"], line["stream"]) == (outcome, route, True)
-    assert requests_total(proxy, route, outcome) == 1
+    labels = {"route": route, "stream": "true", "outcome": outcome}
+    assert proxy.metric("llm_proxy_requests_total", **labels) == 1
     return line
 
 
 async def assert_heartbeats_counted(proxy: RunningProxy, beats: int, route: str = "openai") -> None:
     line = await proxy.finished_line()
     assert line["heartbeats"] == beats
-    assert proxy.metric("llm_proxy_heartbeats_total", {"route": route}) == beats
+    assert proxy.metric("llm_proxy_heartbeats_total", route=route) == beats
 
 
 async def read_slowly(
