@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from tests.support.fake_upstream import FakeUpstream
-from tests.support.phase_helpers import CHAT, MESSAGES, raw_request
+from tests.support.phase_helpers import raw_request
+from tests.support.request_bodies import CHAT, MESSAGES
 from tests.support.running_proxy import ProxyFactory, RunningProxy
 
 UNKNOWN_KEY = "pk-unknown-key-3e8a1c"

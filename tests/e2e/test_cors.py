@@ -13,8 +13,10 @@ import pytest
 
 from proxy.config.load import ConfigError, parse_config
 from tests.support.fake_upstream import FakeUpstream, Script
-from tests.support.phase_helpers import CHAT, DONE, raw_request, spy_on_acquire
+from tests.support.phase_helpers import raw_request, spy_on_acquire
+from tests.support.request_bodies import CHAT
 from tests.support.running_proxy import ENVIRON, ProxyFactory, base_document
+from tests.support.sse_builders import OPENAI_DONE
 
 APP = "https://app.example.com"
 PREFLIGHT = [
@@ -54,7 +56,7 @@ async def test_a_stream_and_an_error_both_reach_a_page_of_an_allowed_origin(
 ) -> None:
     proxy = await start_proxy(edit=allow(APP))
     streamed = await proxy.post("/v1/chat/completions", CHAT, Origin=APP)
-    assert (await streamed.read()).endswith(DONE)
+    assert (await streamed.read()).endswith(OPENAI_DONE)
     refused = await proxy.post("/v1/chat/completions", CHAT, Origin=APP, Authorization="Bearer x")
     assert refused.status == 401
 
@@ -72,7 +74,7 @@ async def test_an_origin_not_allowed_gets_no_cors_headers(
     preflight = await raw_request(proxy, "/v1/chat/completions", b"", PREFLIGHT, "OPTIONS")
     assert preflight.status == 405
     streamed = await proxy.post("/v1/chat/completions", CHAT, Origin=APP)
-    assert (await streamed.read()).endswith(DONE)
+    assert (await streamed.read()).endswith(OPENAI_DONE)
     for headers in (preflight.headers, streamed.headers):
         assert not any(name.lower().startswith("access-control-") for name in headers)
 
@@ -83,9 +85,9 @@ async def test_the_providers_own_cors_headers_never_reach_the_client(
     """Whether a page may read the proxy's answers is the proxy's decision, not the provider's."""
     proxy = await start_proxy(edit=allow("https://other.example.com"))
     providers = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Credentials": "true"}
-    upstream.enqueue(Script(steps=[DONE], headers=providers))
+    upstream.enqueue(Script(steps=[OPENAI_DONE], headers=providers))
     response = await proxy.post("/v1/chat/completions", CHAT, Origin=APP)
-    assert (await response.read()).endswith(DONE)
+    assert (await response.read()).endswith(OPENAI_DONE)
     assert not any(name.lower().startswith("access-control-") for name in response.headers)
     assert "Origin" in response.headers.getall("Vary")  # allowed or not, the answer depends on it
 

@@ -19,26 +19,29 @@ import pytest
 
 from proxy.core.errors import ConcurrencyLimitExceeded
 from proxy.limits.memory import MemoryLimiter
-from tests.support.fake_upstream import FakeUpstream, Hold, Reset, Script, Step
+from tests.support.fake_upstream import FakeUpstream, Hold, Reset, Script
 from tests.support.phase_helpers import (
-    CHAT,
-    DONE,
-    MESSAGE_START,
-    MESSAGES,
-    ROLE,
     Edit,
     RawClient,
     add_user,
-    chat_chunk,
-    chat_stream,
     explode_on_boom,
     ignore,
     request_bytes,
     set_defaults,
     slots_released,
+)
+from tests.support.request_bodies import CHAT, MESSAGES
+from tests.support.running_proxy import CANARY_CLIENT_KEY, ProxyFactory, RunningProxy
+from tests.support.sse_builders import (
+    MESSAGE_START,
+    OPENAI_DONE,
+    ROLE,
+    chat_chunk,
+    chat_stream,
+    cut_at,
+    sent_bytes,
     text_delta,
 )
-from tests.support.running_proxy import CANARY_CLIENT_KEY, ProxyFactory, RunningProxy
 from tests.support.waits import eventually
 
 CHAT_BODY = b'{"model": "gpt-test", "stream": true}'
@@ -55,7 +58,7 @@ async def open_held_stream(
     proxy: RunningProxy, upstream: FakeUpstream, gate: asyncio.Event, **headers: str
 ) -> aiohttp.ClientResponse:
     """An admitted stream whose upstream waits for `gate` after the role chunk."""
-    upstream.enqueue(Script(steps=[ROLE, Hold(gate), chat_chunk("x"), DONE]))
+    upstream.enqueue(Script(steps=[ROLE, Hold(gate), chat_chunk("x"), OPENAI_DONE]))
     response = await proxy.post("/v1/chat/completions", CHAT, **headers)
     assert response.status == 200, await response.text()
     return response
@@ -64,7 +67,7 @@ async def open_held_stream(
 async def finish_all(gate: asyncio.Event, responses: list[aiohttp.ClientResponse]) -> None:
     gate.set()
     for response in responses:
-        assert (await response.read()).endswith(DONE)
+        assert (await response.read()).endswith(OPENAI_DONE)
 
 
 def active_gauge(proxy: RunningProxy) -> float | None:
@@ -126,7 +129,7 @@ class Ending:
 async def completes(proxy: RunningProxy, upstream: FakeUpstream, never: asyncio.Event) -> None:
     upstream.enqueue(Script(steps=chat_stream("a", "b")))
     response = await proxy.post("/v1/chat/completions", CHAT)
-    assert (await response.read()).endswith(DONE)
+    assert (await response.read()).endswith(OPENAI_DONE)
 
 
 async def upstream_refuses(proxy: RunningProxy, upstream: FakeUpstream, _: asyncio.Event) -> None:
@@ -172,7 +175,7 @@ async def leaves_before_headers(
 async def leaves_mid_stream(
     proxy: RunningProxy, upstream: FakeUpstream, never: asyncio.Event
 ) -> None:
-    upstream.enqueue(Script(steps=[ROLE, chat_chunk("first"), Hold(never), DONE]))
+    upstream.enqueue(Script(steps=[ROLE, chat_chunk("first"), Hold(never), OPENAI_DONE]))
     client = await RawClient.connect(proxy.url)
     await client.send(raw_chat())
     await client.reader.readuntil(b'"first"')
@@ -190,7 +193,7 @@ async def leaves_during_a_heartbeat_wait(
 
 
 async def proxy_code_raises(proxy: RunningProxy, upstream: FakeUpstream, _: asyncio.Event) -> None:
-    upstream.enqueue(Script(steps=[ROLE, chat_chunk("boom"), chat_chunk("b"), DONE]))
+    upstream.enqueue(Script(steps=[ROLE, chat_chunk("boom"), chat_chunk("b"), OPENAI_DONE]))
     response = await proxy.post("/v1/chat/completions", CHAT)
     assert response.status == 200
     await ignore(response.read())
@@ -240,7 +243,7 @@ async def test_every_ending_releases_the_slot_exactly_once(
     assert active_gauge(proxy) == 0
     for _ in range(2):  # both slots are usable again
         response = await proxy.post("/v1/chat/completions", CHAT)
-        assert (await response.read()).endswith(DONE)
+        assert (await response.read()).endswith(OPENAI_DONE)
 
 
 # --- random cancellation points ---
@@ -256,10 +259,9 @@ def random_script(rng: random.Random, stage: str, gate: asyncio.Event) -> Script
         return Script(steps=[Hold(gate), *steps])
     if stage == "first-event":
         return Script(steps=[steps[0], Hold(gate), *steps[1:]])
-    data = b"".join(step for step in steps if isinstance(step, bytes))
-    cuts = sorted(rng.sample(range(1, len(data)), rng.randint(0, 6)))
-    pieces: list[Step] = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
-    return Script(steps=pieces)
+    data = sent_bytes(steps)
+    cuts = rng.sample(range(1, len(data)), rng.randint(0, 6))
+    return Script(steps=list(cut_at(data, set(cuts))))
 
 
 async def leave_at_random(
@@ -299,7 +301,7 @@ async def test_slots_return_when_clients_leave_at_random_moments(
         assert active_gauge(proxy) == 0, f"seed {seed}"
     assert len(await proxy.finished_lines(streams)) == streams  # each logged exactly once
     response = await proxy.post("/v1/chat/completions", CHAT)
-    assert (await response.read()).endswith(DONE)
+    assert (await response.read()).endswith(OPENAI_DONE)
 
 
 async def hold_slot(

@@ -20,32 +20,33 @@ from proxy.core.errors import Outcome
 from tests.support.fake_upstream import Close, FakeUpstream, Hold, Reset, Script, Step
 from tests.support.metrics import sample_value, samples
 from tests.support.phase_helpers import (
-    ANTHROPIC_PING,
-    BLOCK_START,
-    CHAT,
-    DONE,
-    MESSAGE_START,
-    MESSAGE_STOP,
-    MESSAGES,
-    PING,
-    ROLE,
     EventReader,
-    chat_chunk,
-    chat_stream,
     closed_port,
     compose,
     explode_on_boom,
     ignore,
-    message_delta,
     raw_request,
     set_defaults,
-    text_delta,
 )
+from tests.support.request_bodies import CHAT, MESSAGES
 from tests.support.running_proxy import (
     CANARY_CLIENT_KEY,
     CANARY_UPSTREAM_KEY,
     ProxyFactory,
     RunningProxy,
+)
+from tests.support.sse_builders import (
+    ANTHROPIC_PING,
+    CONTENT_BLOCK_START,
+    HEARTBEAT,
+    MESSAGE_START,
+    MESSAGE_STOP,
+    OPENAI_DONE,
+    ROLE,
+    chat_chunk,
+    chat_stream,
+    message_delta,
+    text_delta,
 )
 from tests.support.waits import eventually
 
@@ -61,7 +62,7 @@ def paced(*words: str, usage: dict[str, int] | None = None) -> tuple[Script, lis
         steps += [Hold(gate), chat_chunk(word)]
     if usage is not None:
         steps.append(chat_chunk(usage=usage))
-    return Script(steps=[*steps, DONE]), gates
+    return Script(steps=[*steps, OPENAI_DONE]), gates
 
 
 async def drive(
@@ -106,7 +107,7 @@ async def known_streams(proxy: RunningProxy, upstream: FakeUpstream) -> str:
     clean end of body); then scrape."""
     await paced_stream(proxy, upstream, "one", "two", "three", usage=USAGE)
     upstream.enqueue(Script(steps=chat_stream("solo")))
-    assert (await (await proxy.post("/v1/chat/completions", CHAT)).read()).endswith(DONE)
+    assert (await (await proxy.post("/v1/chat/completions", CHAT)).read()).endswith(OPENAI_DONE)
     upstream.enqueue(Script(steps=[ROLE, chat_chunk("cut")]))
     await ignore((await proxy.post("/v1/chat/completions", CHAT)).read())
     await proxy.finished_lines(3)
@@ -181,7 +182,7 @@ async def odd_requests(proxy: RunningProxy, upstream: FakeUpstream) -> None:
     for path in ("/v1/../secret", "/v1/secret?user=alice", "/%2e%2e/secret"):
         assert (await raw_request(proxy, path, b"{}", auth)).status == 404
     odd = {**CHAT, "model": "gpt-odd-model-9"}
-    assert (await (await proxy.post("/v1/chat/completions", odd)).read()).endswith(DONE)
+    assert (await (await proxy.post("/v1/chat/completions", odd)).read()).endswith(OPENAI_DONE)
     crash = b'{"error": {"message": "model crashed: secret detail"}}'
     upstream.enqueue(Script(status=500, content_type="application/json", whole_body=crash))
     assert (await proxy.post("/v1/chat/completions", odd)).status == 500
@@ -211,9 +212,9 @@ async def test_label_values_stay_bounded(proxy: RunningProxy, upstream: FakeUpst
 HOLD_S = 0.25
 
 TTFT_STREAMS: dict[str, tuple[str, dict[str, Any], list[bytes], list[bytes]]] = {
-    "openai": ("/v1/chat/completions", CHAT, [ROLE], [chat_chunk("Hello"), DONE]),
+    "openai": ("/v1/chat/completions", CHAT, [ROLE], [chat_chunk("Hello"), OPENAI_DONE]),
     "anthropic": (
-        "/v1/messages", MESSAGES, [MESSAGE_START, BLOCK_START, ANTHROPIC_PING],
+        "/v1/messages", MESSAGES, [MESSAGE_START, CONTENT_BLOCK_START, ANTHROPIC_PING],
         [text_delta("Hello"), message_delta(1), MESSAGE_STOP],
     ),
 }  # fmt: skip
@@ -247,13 +248,13 @@ async def test_a_streams_first_byte_is_its_first_body_byte(
 ) -> None:
     """Headers at once, the first event after HOLD_S, the rest HOLD_S later still."""
     first, rest = asyncio.Event(), asyncio.Event()
-    upstream.enqueue(Script(steps=[Hold(first), ROLE, chat_chunk("Hi"), Hold(rest), DONE]))
+    upstream.enqueue(Script(steps=[Hold(first), ROLE, chat_chunk("Hi"), Hold(rest), OPENAI_DONE]))
     request = asyncio.ensure_future(proxy.post("/v1/chat/completions", CHAT))
     await eventually(lambda: len(upstream.requests) == 1, "the upstream has the request")
     loop = asyncio.get_running_loop()
     loop.call_later(HOLD_S, first.set)  # deliberate pauses, the scripted upstream's pace
     loop.call_later(2 * HOLD_S, rest.set)
-    assert (await (await request).read()).endswith(DONE)
+    assert (await (await request).read()).endswith(OPENAI_DONE)
     line = await proxy.finished_line()
     assert line["upstream_first_byte_ms"] >= HOLD_S * 1000
     assert line["duration_ms"] - line["upstream_first_byte_ms"] >= HOLD_S * 1000 / 2
@@ -297,7 +298,7 @@ async def stream_with_heartbeats(
     upstream.enqueue(Script(steps=[Hold(first), *script.steps]))
     response = await proxy.post("/v1/chat/completions", CHAT, **{"X-Request-Id": request_id})
     reader = EventReader(response)
-    assert await reader.next_event() == PING
+    assert await reader.next_event() == HEARTBEAT
     first.set()
     await reader.until(b'"Hello"')
     gates[0].set()
@@ -321,7 +322,7 @@ async def test_finished_line_describes_the_stream(
     assert {key: line[key] for key in expected} == expected
     assert 0 < line["ttft_ms"] <= line["duration_ms"]
     assert line["tokens_per_s"] > 0
-    assert line["heartbeats"] == received.count(PING) >= 1
+    assert line["heartbeats"] == received.count(HEARTBEAT) >= 1
     assert line["bytes_out"] == len(received)
 
 
@@ -400,7 +401,7 @@ async def echo_after_commit(proxy: RunningProxy, upstream: FakeUpstream, seen: S
         )
     )
     response = await proxy.post("/v1/messages", MESSAGES)
-    assert await response.content.readuntil(b"\n\n") == PING
+    assert await response.content.readuntil(b"\n\n") == HEARTBEAT
     gate.set()
     await seen.response(response)
     assert "authentication_error" in seen.texts[-1]
@@ -412,7 +413,7 @@ async def broken_streams(proxy: RunningProxy, upstream: FakeUpstream, seen: Seen
         Script(steps=[ROLE, chat_chunk("a"), Reset()]),
         Script(steps=[ROLE, chat_chunk("a"), Hold(never)]),  # idle timeout
         Script(steps=chat_stream("a"), hold_headers=never),  # first-byte timeout
-        Script(steps=[ROLE, chat_chunk("boom"), DONE]),  # proxy code raises
+        Script(steps=[ROLE, chat_chunk("boom"), OPENAI_DONE]),  # proxy code raises
     )
     for _ in range(4):
         await seen.response(await proxy.post("/v1/chat/completions", CHAT))
@@ -428,7 +429,7 @@ async def refused_requests(proxy: RunningProxy, upstream: FakeUpstream, seen: Se
         )
     )
     gate = asyncio.Event()
-    upstream.enqueue(*(Script(steps=[ROLE, Hold(gate), DONE]) for _ in range(2)))
+    upstream.enqueue(*(Script(steps=[ROLE, Hold(gate), OPENAI_DONE]) for _ in range(2)))
     held = [await proxy.post("/v1/chat/completions", CHAT) for _ in range(2)]
     await seen.response(await proxy.post("/v1/chat/completions", CHAT))  # 429
     gate.set()

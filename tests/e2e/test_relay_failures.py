@@ -19,23 +19,22 @@ from proxy.core.errors import Outcome, StreamFailure
 from proxy.core.stats import RequestRecord
 from proxy.relay import ClientChannel, RelaySettings, StreamPump
 from tests.support.fake_upstream import Close, FakeUpstream, Hold, Reset, Script, Step
-from tests.support.relay_support import (
+from tests.support.relay_support import assert_one_error_event, parse_events
+from tests.support.request_bodies import payload
+from tests.support.running_proxy import CANARY_UPSTREAM_KEY, ProxyFactory, RunningProxy
+from tests.support.sse_builders import (
     HEARTBEAT,
     OPENAI_DONE,
     anthropic_event,
-    assert_one_error_event,
     big_stream,
+    chat_chunk,
     compact,
     cut_at,
-    event,
     head_events,
-    openai_event,
-    parse_events,
-    payload,
-    route_of,
+    sent_bytes,
+    sse_event,
     terminator,
 )
-from tests.support.running_proxy import CANARY_UPSTREAM_KEY, ProxyFactory, RunningProxy
 from tests.support.stream_checks import (
     Edit,
     Gate,
@@ -44,7 +43,6 @@ from tests.support.stream_checks import (
     committed_early,
     open_stream,
     read_slowly,
-    sent_bytes,
     settings,
 )
 from tests.support.waits import WAIT_S, eventually
@@ -71,7 +69,7 @@ async def test_an_error_status_after_an_early_heartbeat_becomes_an_error_event(
     assert str(status) in error["message"] and "model overloaded" in error["message"]
     assert error["type"] == error_type
     assert isinstance(client.ended_by, aiohttp.ClientPayloadError)
-    await assert_finished(proxy, "upstream_error", route_of(dialect)[0])
+    await assert_finished(proxy, "upstream_error", dialect)
 
 
 @pytest.mark.parametrize("sent", [b"", b'{"error": {"message": "overl'], ids=["none", "some"])
@@ -127,7 +125,7 @@ async def test_a_first_byte_timeout_after_an_early_heartbeat_becomes_an_error_ev
     await client.to_end()
     assert_one_error_event(client.events(), dialect)
     assert isinstance(client.ended_by, aiohttp.ClientPayloadError)
-    await assert_finished(proxy, "upstream_timeout", route_of(dialect)[0])
+    await assert_finished(proxy, "upstream_timeout", dialect)
     await asyncio.wait_for(upstream.disconnected.wait(), WAIT_S)  # the proxy gave up on it
 
 
@@ -182,7 +180,7 @@ async def test_a_failure_after_the_commit_is_one_error_event_and_an_unterminated
     timed_out = failure.outcome == "upstream_timeout"
     assert (error["type"] == "timeout_error") == timed_out, error
     assert isinstance(client.ended_by, aiohttp.ClientPayloadError)
-    await assert_finished(proxy, failure.outcome, route_of(dialect)[0])
+    await assert_finished(proxy, failure.outcome, dialect)
     if failure.upstream_left_waiting:
         await asyncio.wait_for(upstream.disconnected.wait(), WAIT_S)
 
@@ -239,7 +237,7 @@ class EndlessBody:
     async def readany(self) -> bytes:
         if asyncio.get_running_loop().time() > self.give_up_at:
             raise AssertionError("max_stream_s was never checked: the relay would run forever")
-        data = openai_event("tok")
+        data = chat_chunk("tok")
         self.handed_out += len(data)
         return data
 
@@ -284,7 +282,7 @@ UPSTREAM_ERROR_EVENTS = {
     "anthropic": anthropic_event(
         "error", {"error": {"type": "overloaded_error", "message": "Overloaded"}}
     ),
-    "openai": event("data: " + compact({"error": {"message": "boom", "type": "server_error"}})),
+    "openai": sse_event("data: " + compact({"error": {"message": "boom", "type": "server_error"}})),
 }
 
 
@@ -299,7 +297,7 @@ async def test_the_upstreams_own_error_event_is_relayed_as_is_and_nothing_added(
     assert await client.to_end() == sent_bytes(steps)
     assert_one_error_event(client.events(), dialect)
     assert isinstance(client.ended_by, aiohttp.ClientPayloadError)
-    await assert_finished(proxy, "upstream_error", route_of(dialect)[0])
+    await assert_finished(proxy, "upstream_error", dialect)
 
 
 @pytest.mark.parametrize("dialect", list(UPSTREAM_ERROR_EVENTS))
@@ -314,7 +312,7 @@ async def test_an_error_event_followed_by_the_terminator_is_still_an_upstream_er
 
     assert await client.to_end() == sent_bytes(steps)
     assert client.ended_by is None  # the upstream ended it properly; nothing added or removed
-    await assert_finished(proxy, "upstream_error", route_of(dialect)[0])
+    await assert_finished(proxy, "upstream_error", dialect)
 
 
 # --- 7. client disconnects ---------------------------------------------------------------------
@@ -323,9 +321,9 @@ async def test_an_error_event_followed_by_the_terminator_is_still_an_upstream_er
 async def test_a_client_leaving_mid_stream_closes_the_upstream_and_frees_the_slot(
     proxy: RunningProxy, upstream: FakeUpstream, gate: Gate
 ) -> None:
-    upstream.enqueue(Script(steps=[openai_event("a"), Hold(gate()), OPENAI_DONE]))
+    upstream.enqueue(Script(steps=[chat_chunk("a"), Hold(gate()), OPENAI_DONE]))
     client = await open_stream(proxy)
-    await client.contains(openai_event("a"))
+    await client.contains(chat_chunk("a"))
     assert proxy.limiter.active("alice") == 1
 
     client.response.close()

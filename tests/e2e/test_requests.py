@@ -20,19 +20,10 @@ import pytest
 
 from tests.support.fake_upstream import FakeUpstream, Hold, Script
 from tests.support.phase_helpers import (
-    CHAT,
-    DONE,
-    MESSAGE_STOP,
-    MESSAGES,
-    PLAIN,
-    ROLE,
     Edit,
     EventReader,
     RawClient,
     add_user,
-    anthropic_stream,
-    chat_chunk,
-    chat_stream,
     closed_port,
     compose,
     raw_request,
@@ -40,11 +31,20 @@ from tests.support.phase_helpers import (
     set_defaults,
     spy_on_acquire,
 )
+from tests.support.request_bodies import CHAT, MESSAGES, PLAIN
 from tests.support.running_proxy import (
     CANARY_CLIENT_KEY,
     CANARY_UPSTREAM_KEY,
     ProxyFactory,
     RunningProxy,
+)
+from tests.support.sse_builders import (
+    MESSAGE_STOP,
+    OPENAI_DONE,
+    ROLE,
+    anthropic_stream,
+    chat_chunk,
+    chat_stream,
 )
 
 WRONG_KEY = "pk-wrong-key-0d9c8b7a6f"
@@ -644,7 +644,9 @@ async def test_an_event_stream_answer_is_relayed_as_a_stream_whatever_the_reques
     """An upstream that accepts `"stream": "true"` (or streams by default) must not have its
     stream gathered into one late body without heartbeats or timeouts."""
     go = asyncio.Event()
-    upstream.enqueue(Script(steps=[ROLE, chat_chunk("early"), Hold(go), chat_chunk("late"), DONE]))
+    upstream.enqueue(
+        Script(steps=[ROLE, chat_chunk("early"), Hold(go), chat_chunk("late"), OPENAI_DONE])
+    )
     reader = EventReader(await proxy.post("/v1/chat/completions", {**PLAIN, **asked}))
     await reader.until(b'"early"')  # while the upstream still holds the rest
     go.set()
@@ -665,7 +667,7 @@ async def test_an_event_stream_answer_that_took_its_time_still_gets_its_first_by
     loop.call_later(0.5, answer.set)  # headers after 2.5x first_byte_s
     loop.call_later(0.6, first.set)  # and the first event 0.1 s after them
     response = await proxy.post("/v1/chat/completions", PLAIN)
-    assert (await response.read()).endswith(DONE)
+    assert (await response.read()).endswith(OPENAI_DONE)
     assert (await proxy.finished_line())["outcome"] == "completed"
 
 

@@ -23,14 +23,15 @@ from proxy.core.errors import Outcome, StreamFailure
 from proxy.core.stats import RequestRecord
 from proxy.relay import ClientChannel, RelaySettings
 from tests.support.fake_upstream import FakeUpstream, Hold, Reset, Script, Step
-from tests.support.relay_support import OPENAI_DONE, openai_event, payload
+from tests.support.request_bodies import payload
 from tests.support.running_proxy import CANARY_CLIENT_KEY, ProxyFactory, RunningProxy
+from tests.support.sse_builders import OPENAI_DONE, chat_chunk
 from tests.support.stream_checks import Gate, assert_finished, settings
 from tests.support.waits import eventually
 
 # One write that the kernel cannot take whole through the shrunken buffers, yet small enough that
 # aiohttp does not drain after it (it drains once 64 KiB were written since the last drain).
-BACKED_UP = openai_event("x" * 56_000)
+BACKED_UP = chat_chunk("x" * 56_000)
 
 
 async def open_silent_client(proxy: RunningProxy) -> socket.socket:

@@ -15,13 +15,10 @@ import pytest
 
 from proxy import keys
 from tests.support.fake_upstream import FakeUpstream, Hold, Script
-from tests.support.phase_helpers import (
-    CHAT,
-    DONE,
-    chat_chunk,
-    set_defaults,
-)
+from tests.support.phase_helpers import set_defaults
+from tests.support.request_bodies import CHAT
 from tests.support.running_proxy import ProxyFactory, RunningProxy
+from tests.support.sse_builders import OPENAI_DONE, chat_chunk
 from tests.support.waits import eventually
 
 
@@ -42,7 +39,7 @@ async def failing_stream(proxy: RunningProxy, outcome: str) -> None:
 async def test_connection_is_reused_after_a_completed_stream(
     proxy: RunningProxy, upstream: FakeUpstream
 ) -> None:
-    upstream.enqueue(Script(steps=[chat_chunk("hi"), DONE]), Script(steps=[DONE]))
+    upstream.enqueue(Script(steps=[chat_chunk("hi"), OPENAI_DONE]), Script(steps=[OPENAI_DONE]))
     await stream_once(proxy)
     await stream_once(proxy)
     first, second = upstream.requests
@@ -53,9 +50,11 @@ async def test_body_end_after_the_terminator_is_read_in_the_background_then_reus
     proxy: RunningProxy, upstream: FakeUpstream
 ) -> None:
     body_end = asyncio.Event()
-    upstream.enqueue(Script(steps=[chat_chunk("hi"), DONE, Hold(body_end)]), Script(steps=[DONE]))
+    upstream.enqueue(
+        Script(steps=[chat_chunk("hi"), OPENAI_DONE, Hold(body_end)]), Script(steps=[OPENAI_DONE])
+    )
     # The client has its whole stream while the upstream has not ended its body yet.
-    assert (await stream_once(proxy)).endswith(DONE)
+    assert (await stream_once(proxy)).endswith(OPENAI_DONE)
     assert (await proxy.finished_line())["outcome"] == "completed"
     releaser = proxy.app[keys.RELEASER]
     assert releaser.pending == 1
@@ -71,7 +70,7 @@ async def test_a_tail_that_never_ends_is_closed(
 ) -> None:
     proxy.app[keys.RELEASER].tail_wait_s = 0.05
     never = asyncio.Event()
-    upstream.enqueue(Script(steps=[chat_chunk("hi"), DONE, Hold(never)]))
+    upstream.enqueue(Script(steps=[chat_chunk("hi"), OPENAI_DONE, Hold(never)]))
     await stream_once(proxy)
     await asyncio.wait_for(upstream.disconnected.wait(), 5)
     await stream_once(proxy)
@@ -84,7 +83,7 @@ async def test_connection_of_a_timed_out_stream_is_closed_not_reused(
 ) -> None:
     proxy = await start_proxy(edit=set_defaults(timeouts={"idle_s": 0.1}))
     never = asyncio.Event()
-    upstream.enqueue(Script(steps=[chat_chunk("hi"), Hold(never)]), Script(steps=[DONE]))
+    upstream.enqueue(Script(steps=[chat_chunk("hi"), Hold(never)]), Script(steps=[OPENAI_DONE]))
     await failing_stream(proxy, "upstream_timeout")
     await asyncio.wait_for(upstream.disconnected.wait(), 5)
     await stream_once(proxy)
@@ -96,7 +95,7 @@ async def test_truncated_stream_whose_http_body_ended_cleanly_keeps_its_connecti
     proxy: RunningProxy, upstream: FakeUpstream
 ) -> None:
     """No [DONE] is the stream's failure, not the connection's: its HTTP framing is intact."""
-    upstream.enqueue(Script(steps=[chat_chunk("hi")]), Script(steps=[DONE]))
+    upstream.enqueue(Script(steps=[chat_chunk("hi")]), Script(steps=[OPENAI_DONE]))
     await failing_stream(proxy, "truncated")
     await stream_once(proxy)
     first, second = upstream.requests

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -24,87 +23,12 @@ from yarl import URL
 from proxy.core.dialects import Signal
 from proxy.core.dialects.openai import OPENAI
 from proxy.core.sse import SSEEvent
-from tests.support.fake_upstream import Step
 from tests.support.running_proxy import RunningProxy
 from tests.support.waits import eventually
 
 Edit = Callable[[dict[str, Any]], None]
 
-CHAT = {"model": "gpt-test", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-PLAIN = {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}
-MESSAGES = {
-    "model": "claude-test",
-    "stream": True,
-    "max_tokens": 16,
-    "messages": [{"role": "user", "content": "hi"}],
-}
-DONE = b"data: [DONE]\n\n"
-PING = b": ping\n\n"
-
-
-# --- upstream streams ---
-
-
-def chat_chunk(
-    content: str | None = None, *, role: str | None = None, usage: dict[str, int] | None = None
-) -> bytes:
-    """One OpenAI chat-completions chunk as an SSE event."""
-    delta: dict[str, str] = {}
-    if role is not None:
-        delta = {"role": role, "content": ""}
-    if content is not None:
-        delta["content"] = content
-    body: dict[str, Any] = {"id": "c1", "object": "chat.completion.chunk", "choices": []}
-    if content is not None or role is not None:
-        body["choices"] = [{"index": 0, "delta": delta, "finish_reason": None}]
-    if usage is not None:
-        body["usage"] = usage
-    return b"data: " + json.dumps(body).encode() + b"\n\n"
-
-
-ROLE = chat_chunk(role="assistant")
-
-
-def chat_stream(*words: str, usage: dict[str, int] | None = None) -> list[Step]:
-    """A complete chat stream: role chunk, one chunk per word, optional usage chunk, [DONE]."""
-    steps: list[Step] = [ROLE, *(chat_chunk(word) for word in words)]
-    if usage is not None:
-        steps.append(chat_chunk(usage=usage))
-    steps.append(DONE)
-    return steps
-
-
-def anthropic_event(kind: str, body: dict[str, Any]) -> bytes:
-    return f"event: {kind}\ndata: {json.dumps({'type': kind, **body})}\n\n".encode()
-
-
-MESSAGE_START = anthropic_event(
-    "message_start", {"message": {"id": "m1", "role": "assistant", "usage": {"input_tokens": 5}}}
-)
-BLOCK_START = anthropic_event(
-    "content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}
-)
-ANTHROPIC_PING = anthropic_event("ping", {})
-MESSAGE_STOP = anthropic_event("message_stop", {})
-
-
-def text_delta(text: str) -> bytes:
-    return anthropic_event(
-        "content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": text}}
-    )
-
-
-def message_delta(output_tokens: int) -> bytes:
-    return anthropic_event(
-        "message_delta",
-        {"delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": output_tokens}},
-    )
-
-
-def anthropic_stream(*words: str) -> list[Step]:
-    """A complete Messages stream: start, one text delta per word, usage, stop."""
-    deltas = [text_delta(word) for word in words]
-    return [MESSAGE_START, BLOCK_START, *deltas, message_delta(len(words)), MESSAGE_STOP]
+# --- faults and spies ---
 
 
 def explode_on_boom(monkeypatch: pytest.MonkeyPatch) -> None:

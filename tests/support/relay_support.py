@@ -5,124 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
-from collections.abc import AsyncIterator, Callable, Iterator
-from itertools import cycle, pairwise
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
 
 from proxy.core.sse import SSEEvent, SSEFramer
+from tests.support.sse_builders import HEARTBEAT
 from tests.support.waits import WAIT_S
-
-HEARTBEAT = b": ping\n\n"
-BOM = b"\xef\xbb\xbf"
-
-ENDINGS: dict[str, tuple[bytes, ...]] = {
-    "lf": (b"\n",),
-    "crlf": (b"\r\n",),
-    "cr": (b"\r",),
-    "mixed": (b"\r\n", b"\n", b"\r", b"\n", b"\r\n", b"\r", b"\r", b"\n"),
-}
-
-# --- upstream streams --------------------------------------------------------------------------
-
-
-def compact(body: dict[str, Any]) -> str:
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
-
-
-def chat_chunk(content: str) -> str:
-    return compact({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {
-        "content": content}}]})  # fmt: skip
-
-
-def event(*lines: str, eol: bytes = b"\n") -> bytes:
-    """One SSE event block: each line ended by `eol`, then a blank line."""
-    return b"".join(line.encode() + eol for line in lines) + eol
-
-
-def openai_event(content: str) -> bytes:
-    return event("data: " + chat_chunk(content))
-
-
-OPENAI_DONE = b"data: [DONE]\n\n"
-
-
-def anthropic_event(kind: str, body: dict[str, Any]) -> bytes:
-    return event(f"event: {kind}", "data: " + compact({"type": kind, **body}))
-
-
-def anthropic_text(text: str) -> bytes:
-    delta = {"type": "text_delta", "text": text}
-    return anthropic_event("content_block_delta", {"index": 0, "delta": delta})
-
-
-ANTHROPIC_START = anthropic_event(
-    "message_start", {"message": {"id": "msg_1", "usage": {"input_tokens": 7}}}
-)
-ANTHROPIC_STOP = anthropic_event("message_stop", {})
-
-
-def fidelity_stream(ending: str) -> bytes:
-    """An OpenAI stream exercising the parser: multi-byte UTF-8 (2, 3, 4 bytes), U+2028, a
-    comment, id/retry fields, a multi-line data field, usage, [DONE]; lines end per `ending`."""
-    role = compact({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
-    usage = compact({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}})
-    blocks: list[list[str]] = [
-        [": keep-alive from upstream"],
-        ["data: " + role],
-        ["id: 1", "data: " + chat_chunk("h\u00e9llo w\u00f6rld")],
-        ["data: " + chat_chunk("\u20ac 12 \u2014 \U0001f600\U0001f680")],
-        ["retry: 3000", "data: " + chat_chunk("line\u2028sep\u2029end")],
-        ['data: {"choices":[{"index":0,', 'data: "delta":{"content":"\u00df\u00f8"}}]}'],
-        ["event: message", "data: " + chat_chunk("\u65e5\u672c\u8a9e")],
-        ["data: " + usage],
-        ["data: [DONE]"],
-    ]
-    eols = cycle(ENDINGS[ending])
-    out = bytearray()
-
-    def end_line() -> None:
-        eol = next(eols)
-        if out.endswith(b"\r") and eol.startswith(b"\n"):
-            eol = next(eols)  # a CR then an LF would be one CRLF, not two line ends
-        out.extend(eol)
-
-    for block in blocks:
-        for line in block:
-            out += line.encode()
-            end_line()
-        end_line()
-    return bytes(out)
-
-
-# --- chunkings ---------------------------------------------------------------------------------
-
-
-def cut_at(data: bytes, positions: set[int]) -> list[bytes]:
-    edges = sorted({0, len(data), *(p for p in positions if 0 < p < len(data))})
-    return [data[a:b] for a, b in pairwise(edges)]
-
-
-def chunked(data: bytes, how: str) -> list[bytes]:
-    """`data` split into upstream writes in one of several adversarial ways."""
-    if how == "whole":
-        return [data]
-    if how == "bytes":
-        return [data[i : i + 1] for i in range(len(data))]
-    if how == "cr|lf":  # a CR ends one write, whatever follows starts the next
-        return cut_at(data, {i + 1 for i, b in enumerate(data) if b == 0x0D})
-    if how == "utf8":  # cut after the lead byte of every multi-byte character
-        return cut_at(data, {i + 1 for i, b in enumerate(data) if b >= 0xC0})
-    if how == "thirds":  # several events per write, each write ending inside an event
-        return cut_at(data, {len(data) // 3, 2 * len(data) // 3})
-    seed = int(how.removeprefix("random"))
-    rng = random.Random(seed)
-    return cut_at(data, {rng.randrange(1, len(data)) for _ in range(len(data) // 8)})
-
-
-CHUNKINGS = ["whole", "bytes", "cr|lf", "utf8", "thirds", "random1", "random2", "random3"]
 
 # --- SSE checks --------------------------------------------------------------------------------
 
@@ -244,43 +134,3 @@ def heartbeats_after(forwarded: bytes, count: int) -> Callable[[bytes], bool]:
         return stripped == forwarded and data.endswith(HEARTBEAT * count)
 
     return done
-
-
-# --- waits -------------------------------------------------------------------------------------
-
-
-def route_of(dialect: str) -> tuple[str, str]:
-    """(route name, path) for a dialect."""
-    return (
-        (dialect, "/v1/messages") if dialect == "anthropic" else (dialect, "/v1/chat/completions")
-    )
-
-
-def payload(dialect: str) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": "m-1", "stream": True, "messages": [{"role": "user",
-                            "content": "hi"}]}  # fmt: skip
-    if dialect == "anthropic":
-        body["max_tokens"] = 16
-    return body
-
-
-def head_events(dialect: str) -> list[bytes]:
-    """The first events of a stream in the dialect, before something goes wrong."""
-    if dialect == "anthropic":
-        return [ANTHROPIC_START, anthropic_text("Hel"), anthropic_text("lo")]
-    return [openai_event("Hel"), openai_event("lo")]
-
-
-def terminator(dialect: str) -> bytes:
-    return ANTHROPIC_STOP if dialect == "anthropic" else OPENAI_DONE
-
-
-def big_stream(total: int) -> Iterator[bytes]:
-    """OpenAI events with multi-byte text, about `total` bytes in all (without [DONE])."""
-    size = 0
-    n = 0
-    while size < total:
-        chunk = openai_event(f"{n:06d} " + "\u00e9t\u00e9 \u20ac\U0001f600 " * 40)
-        size += len(chunk)
-        n += 1
-        yield chunk

@@ -8,14 +8,11 @@ from typing import Any
 
 import aiohttp
 
-from tests.support.fake_upstream import FakeUpstream, Step
-from tests.support.relay_support import (
-    HEARTBEAT,
-    ClientStream,
-    payload,
-    route_of,
-)
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.relay_support import ClientStream
+from tests.support.request_bodies import PATHS, payload
 from tests.support.running_proxy import RunningProxy
+from tests.support.sse_builders import HEARTBEAT
 from tests.support.waits import WAIT_S, eventually
 
 Gate = Callable[[], asyncio.Event]
@@ -37,13 +34,9 @@ def settings(
 
 
 async def open_stream(proxy: RunningProxy, dialect: str = "openai", **headers: str) -> ClientStream:
-    response = await proxy.post(route_of(dialect)[1], payload(dialect), **headers)
+    response = await proxy.post(PATHS[dialect], payload(dialect), **headers)
     assert response.status == 200, await response.text()
     return ClientStream(response)
-
-
-def sent_bytes(steps: list[Step]) -> bytes:
-    return b"".join(step for step in steps if isinstance(step, bytes))
 
 
 def assert_sse_headers(response: aiohttp.ClientResponse) -> None:
@@ -92,7 +85,7 @@ async def read_slowly(
 
 async def committed_early(proxy: RunningProxy, dialect: str) -> ClientStream:
     """A stream the proxy committed with a heartbeat while the upstream had not answered."""
-    response = await asyncio.wait_for(proxy.post(route_of(dialect)[1], payload(dialect)), WAIT_S)
+    response = await asyncio.wait_for(proxy.post(PATHS[dialect], payload(dialect)), WAIT_S)
     assert response.status == 200
     assert_sse_headers(response)
     client = ClientStream(response)
