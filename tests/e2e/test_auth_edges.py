@@ -1,6 +1,6 @@
 """Authentication at its edges: header bytes a client sends on purpose or by accident.
 
-Raw HTTP/1.1 over `asyncio.open_connection` (via `tests.support.phase_helpers.raw_request`), because
+Raw HTTP/1.1 over `asyncio.open_connection` (`tests.support.raw_http`), because
 aiohttp's client neither sends non-UTF-8 header bytes nor repeats a header on request: a header
 value written as latin-1 text here reaches the proxy as exactly those bytes.
 """
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.support.fake_upstream import FakeUpstream
-from tests.support.phase_helpers import raw_request
+from tests.support.raw_http import raw_request
 from tests.support.request_bodies import CHAT, MESSAGES
 from tests.support.running_proxy import ProxyFactory, RunningProxy
 
@@ -38,8 +38,8 @@ async def test_a_key_that_is_not_utf8_is_refused_like_any_unknown_key(
 ) -> None:
     body = json.dumps(payload).encode()
     prefix = "Bearer " if header == "Authorization" else ""
-    unknown = await raw_request(proxy, path, body, [(header, prefix + UNKNOWN_KEY)])
-    not_utf8 = await raw_request(proxy, path, body, [(header, key)])
+    unknown = await raw_request(proxy.url, path, body, [(header, prefix + UNKNOWN_KEY)])
+    not_utf8 = await raw_request(proxy.url, path, body, [(header, key)])
 
     assert (not_utf8.status, unknown.status) == (401, 401)
     assert not_utf8.body == unknown.body  # the same answer: nothing tells the two apart
@@ -66,8 +66,8 @@ async def test_header_mode_refuses_an_identity_header_given_more_than_once(
     proxy = await start_proxy(edit=trusted_header)
     body = json.dumps(CHAT).encode()
 
-    once = await raw_request(proxy, "/v1/chat/completions", body, [("X-User-Id", "bob")])
-    twice = await raw_request(proxy, "/v1/chat/completions", body, identity)
+    once = await raw_request(proxy.url, "/v1/chat/completions", body, [("X-User-Id", "bob")])
+    twice = await raw_request(proxy.url, "/v1/chat/completions", body, identity)
 
     assert once.status == 200
     assert twice.status == 401
@@ -85,6 +85,8 @@ async def test_header_mode_refuses_identities_a_gateway_joined_with_commas(
     """A gateway that folds repeated headers into one yields `mallory,bob`: not a new user."""
     proxy = await start_proxy(edit=trusted_header)
     body = json.dumps(CHAT).encode()
-    joined = await raw_request(proxy, "/v1/chat/completions", body, [("X-User-Id", "mallory,bob")])
+    joined = await raw_request(
+        proxy.url, "/v1/chat/completions", body, [("X-User-Id", "mallory,bob")]
+    )
     assert joined.status == 401
     assert upstream.requests == []

@@ -13,7 +13,8 @@ import pytest
 
 from proxy.config.load import ConfigError, parse_config
 from tests.support.fake_upstream import FakeUpstream, Script
-from tests.support.phase_helpers import raw_request, spy_on_acquire
+from tests.support.phase_helpers import spy_on_acquire
+from tests.support.raw_http import raw_request
 from tests.support.request_bodies import CHAT
 from tests.support.running_proxy import ENVIRON, ProxyFactory, base_document
 from tests.support.sse_builders import OPENAI_DONE
@@ -42,7 +43,7 @@ async def test_a_preflight_from_an_allowed_origin_is_answered_before_authenticat
 ) -> None:
     proxy = await start_proxy(edit=allow(*origins))
     acquired = spy_on_acquire(monkeypatch, proxy)
-    response = await raw_request(proxy, "/v1/chat/completions", b"", PREFLIGHT, "OPTIONS")
+    response = await raw_request(proxy.url, "/v1/chat/completions", b"", PREFLIGHT, "OPTIONS")
     assert response.status == 204
     headers = response.headers
     assert headers["Access-Control-Allow-Origin"] == APP
@@ -71,7 +72,7 @@ async def test_an_origin_not_allowed_gets_no_cors_headers(
     start_proxy: ProxyFactory, upstream: FakeUpstream, origins: list[str]
 ) -> None:
     proxy = await start_proxy(edit=allow(*origins))
-    preflight = await raw_request(proxy, "/v1/chat/completions", b"", PREFLIGHT, "OPTIONS")
+    preflight = await raw_request(proxy.url, "/v1/chat/completions", b"", PREFLIGHT, "OPTIONS")
     assert preflight.status == 405
     streamed = await proxy.post("/v1/chat/completions", CHAT, Origin=APP)
     assert (await streamed.read()).endswith(OPENAI_DONE)
@@ -101,7 +102,7 @@ async def test_the_proxys_own_endpoints_stay_closed_to_other_origins(
     async with proxy.session.get(proxy.url + path, headers={"Origin": APP}) as got:
         assert got.status == 200
         assert "Access-Control-Allow-Origin" not in got.headers
-    preflight = await raw_request(proxy, path, b"", PREFLIGHT, "OPTIONS")
+    preflight = await raw_request(proxy.url, path, b"", PREFLIGHT, "OPTIONS")
     assert preflight.status != 204 and "Access-Control-Allow-Origin" not in preflight.headers
 
 

@@ -18,7 +18,7 @@ from proxy.app import create_app, make_runner
 from proxy.config.load import parse_config
 from proxy.log import configure_logging
 from tests.support.fake_upstream import FakeUpstream, Hold, Script
-from tests.support.raw_client import RawStream, open_raw_stream
+from tests.support.raw_http import RawClient, request_bytes
 from tests.support.running_proxy import CANARY_CLIENT_KEY, ENVIRON, base_document
 
 CHAT = {"model": "gpt-x", "stream": True, "messages": []}
@@ -42,9 +42,15 @@ async def serving(upstream: FakeUpstream, grace_s: float) -> AsyncIterator[tuple
         await runner.cleanup()
 
 
-async def open_stream(url: str) -> RawStream:
-    headers = {"Authorization": f"Bearer {CANARY_CLIENT_KEY}"}
-    stream = await open_raw_stream(url, "/v1/chat/completions", CHAT, headers)
+async def open_stream(url: str) -> RawClient:
+    """A stream read by the raw client, which sees whether its last chunk arrives."""
+    stream = await RawClient.connect(url)
+    headers = [
+        ("Content-Type", "application/json"),
+        ("Authorization", f"Bearer {CANARY_CLIENT_KEY}"),
+    ]
+    await stream.send(request_bytes("/v1/chat/completions", json.dumps(CHAT).encode(), headers))
+    await stream.read_head()
     assert stream.status == 200
     assert await stream.read_until(b"\n\n") == FIRST
     return stream

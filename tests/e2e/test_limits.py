@@ -22,14 +22,13 @@ from proxy.limits.memory import MemoryLimiter
 from tests.support.fake_upstream import FakeUpstream, Hold, Reset, Script
 from tests.support.phase_helpers import (
     Edit,
-    RawClient,
     add_user,
     explode_on_boom,
     ignore,
-    request_bytes,
     set_defaults,
     slots_released,
 )
+from tests.support.raw_http import RawClient, request_bytes
 from tests.support.request_bodies import CHAT, MESSAGES
 from tests.support.running_proxy import CANARY_CLIENT_KEY, ProxyFactory, RunningProxy
 from tests.support.sse_builders import (

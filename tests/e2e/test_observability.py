@@ -25,9 +25,9 @@ from tests.support.phase_helpers import (
     compose,
     explode_on_boom,
     ignore,
-    raw_request,
     set_defaults,
 )
+from tests.support.raw_http import raw_request
 from tests.support.request_bodies import CHAT, MESSAGES
 from tests.support.running_proxy import (
     CANARY_CLIENT_KEY,
@@ -180,7 +180,7 @@ async def odd_requests(proxy: RunningProxy, upstream: FakeUpstream) -> None:
     """Requests whose raw path, model, user or error text must not become a label value."""
     auth = [("Authorization", f"Bearer {CANARY_CLIENT_KEY}")]
     for path in ("/v1/../secret", "/v1/secret?user=alice", "/%2e%2e/secret"):
-        assert (await raw_request(proxy, path, b"{}", auth)).status == 404
+        assert (await raw_request(proxy.url, path, b"{}", auth)).status == 404
     odd = {**CHAT, "model": "gpt-odd-model-9"}
     assert (await (await proxy.post("/v1/chat/completions", odd)).read()).endswith(OPENAI_DONE)
     crash = b'{"error": {"message": "model crashed: secret detail"}}'
@@ -348,7 +348,7 @@ async def test_a_request_id_with_a_newline_is_refused_by_the_http_parser(
     proxy: RunningProxy, upstream: FakeUpstream
 ) -> None:
     head = [("Authorization", f"Bearer {CANARY_CLIENT_KEY}"), ("X-Request-Id", "abc\n\tinjected")]
-    response = await raw_request(proxy, "/v1/chat/completions", json.dumps(CHAT).encode(), head)
+    response = await raw_request(proxy.url, "/v1/chat/completions", json.dumps(CHAT).encode(), head)
     assert response.status == 400
     assert upstream.requests == []
     assert proxy.log_lines()  # aiohttp logged the bad request; every line still parses as JSON

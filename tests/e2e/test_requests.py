@@ -22,15 +22,13 @@ from tests.support.fake_upstream import FakeUpstream, Hold, Script
 from tests.support.phase_helpers import (
     Edit,
     EventReader,
-    RawClient,
     add_user,
     closed_port,
     compose,
-    raw_request,
-    request_bytes,
     set_defaults,
     spy_on_acquire,
 )
+from tests.support.raw_http import RawClient, raw_request, request_bytes
 from tests.support.request_bodies import CHAT, MESSAGES, PLAIN
 from tests.support.running_proxy import (
     CANARY_CLIENT_KEY,
@@ -245,7 +243,7 @@ async def test_upstream_gets_no_client_credentials_or_hop_by_hop_headers(
     proxy: RunningProxy, upstream: FakeUpstream
 ) -> None:
     body = json.dumps(CHAT).encode()
-    response = await raw_request(proxy, "/v1/chat/completions", body, HOP_BY_HOP_REQUEST)
+    response = await raw_request(proxy.url, "/v1/chat/completions", body, HOP_BY_HOP_REQUEST)
     assert response.status == 200
     seen = {name.lower(): value for name, value in upstream.requests[0].headers.items()}
     for name in NEVER_FORWARDED:
@@ -285,7 +283,7 @@ async def test_an_absolute_form_request_target_reaches_the_upstream_as_a_path(
 ) -> None:
     auth = [("Authorization", f"Bearer {CANARY_CLIENT_KEY}")]
     target = proxy.url + "/v1/chat/completions?trace=1"  # as a client configured as a proxy sends
-    response = await raw_request(proxy, target, json.dumps(CHAT).encode(), auth)
+    response = await raw_request(proxy.url, target, json.dumps(CHAT).encode(), auth)
     assert response.status == 200
     assert upstream.requests[0].path == "/v1/chat/completions?trace=1"
 
@@ -417,7 +415,7 @@ async def test_a_body_the_proxy_cannot_read_is_a_client_error(
 ) -> None:
     proxy = await start_proxy(edit=set_defaults(timeouts={"client_stall_s": 0.3}))
     auth = ("Authorization", f"Bearer {CANARY_CLIENT_KEY}")
-    response = await raw_request(proxy, "/v1/chat/completions", sent, [auth, *headers])
+    response = await raw_request(proxy.url, "/v1/chat/completions", sent, [auth, *headers])
     assert response.status == status
     assert_openai_error(json.loads(response.body), error_type)
     assert upstream.requests == []

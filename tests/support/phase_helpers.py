@@ -11,14 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import pytest
-from multidict import CIMultiDict
-from yarl import URL
 
 from proxy.core.dialects import Signal
 from proxy.core.dialects.openai import OPENAI
@@ -128,104 +125,6 @@ class EventReader:
         rest = await self.response.content.read()
         self.received += rest
         return rest
-
-
-@dataclass
-class RawResponse:
-    status: int
-    headers: CIMultiDict[str]
-    body: bytes
-
-
-def _parse_head(head: bytes) -> tuple[int, CIMultiDict[str]]:
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ")[1])
-    headers: CIMultiDict[str] = CIMultiDict()
-    for line in lines[1:]:
-        if line:
-            name, _, value = line.partition(":")
-            headers.add(name.strip(), value.strip())
-    return status, headers
-
-
-class RawClient:
-    """One HTTP/1.1 connection driven byte by byte."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    @classmethod
-    async def connect(cls, url: str) -> RawClient:
-        parsed = URL(url)
-        assert parsed.host is not None and parsed.port is not None
-        reader, writer = await asyncio.open_connection(parsed.host, parsed.port)
-        return cls(reader, writer)
-
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-    async def head(self) -> tuple[int, CIMultiDict[str]]:
-        return _parse_head(await self.reader.readuntil(b"\r\n\r\n"))
-
-    async def response(self) -> RawResponse:
-        """One whole response (after any 1xx interim one): by Content-Length, chunked to its last
-        chunk, or to EOF."""
-        status, headers = await self.head()
-        while 100 <= status < 200:  # e.g. 100 Continue, when the request said Expect
-            status, headers = await self.head()
-        if "Content-Length" in headers:
-            body = await self.reader.readexactly(int(headers["Content-Length"]))
-        elif headers.get("Transfer-Encoding", "").lower() == "chunked":
-            body = dechunk(await self.reader.readuntil(b"\r\n0\r\n\r\n"))
-        else:
-            body = await self.reader.read()
-        return RawResponse(status, headers, body)
-
-    def close(self, *, abort: bool = False) -> None:
-        if abort:
-            self.writer.transport.abort()
-        else:
-            self.writer.close()
-
-
-def dechunk(body: bytes) -> bytes:
-    out, rest = b"", body
-    while rest:
-        size_line, _, rest = rest.partition(b"\r\n")
-        size = int(size_line.split(b";")[0], 16)
-        if size == 0:
-            break
-        out, rest = out + rest[:size], rest[size + 2 :]
-    return out
-
-
-def request_bytes(
-    path: str, body: bytes, headers: Iterable[tuple[str, str]], method: str = "POST"
-) -> bytes:
-    """A complete HTTP/1.1 request; `Host`, `Content-Length`, `Connection: close` unless given."""
-    given = list(headers)
-    names = {name.lower() for name, _ in given}
-    defaults = [("Host", "proxy.test"), ("Content-Length", str(len(body))), ("Connection", "close")]
-    lines = [f"{method} {path} HTTP/1.1"]
-    lines += [f"{name}: {value}" for name, value in defaults if name.lower() not in names]
-    lines += [f"{name}: {value}" for name, value in given]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-
-
-async def raw_request(
-    proxy: RunningProxy,
-    path: str,
-    body: bytes,
-    headers: Iterable[tuple[str, str]],
-    method: str = "POST",
-) -> RawResponse:
-    client = await RawClient.connect(proxy.url)
-    try:
-        await client.send(request_bytes(path, body, headers, method))
-        return await client.response()
-    finally:
-        client.close()
 
 
 async def ignore(awaitable: Awaitable[Any]) -> None:
