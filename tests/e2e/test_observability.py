@@ -17,16 +17,10 @@ import aiohttp
 import pytest
 
 from proxy.core.errors import Outcome
+from tests.support.config_edits import compose, set_defaults
 from tests.support.fake_upstream import Close, FakeUpstream, Hold, Reset, Script, Step
 from tests.support.metrics import sample_value, samples
-from tests.support.phase_helpers import (
-    EventReader,
-    closed_port,
-    compose,
-    explode_on_boom,
-    ignore,
-    set_defaults,
-)
+from tests.support.phase_helpers import EventReader, closed_port, explode_on_boom, ignore
 from tests.support.raw_http import raw_request
 from tests.support.request_bodies import CHAT, MESSAGES
 from tests.support.running_proxy import (

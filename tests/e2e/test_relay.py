@@ -9,6 +9,7 @@ import zlib
 
 import pytest
 
+from tests.support.config_edits import set_defaults
 from tests.support.fake_upstream import FakeUpstream, Hold, Script, Step
 from tests.support.relay_support import (
     ClientStream,
@@ -41,7 +42,6 @@ from tests.support.stream_checks import (
     assert_sse_headers,
     open_stream,
     read_slowly,
-    settings,
 )
 from tests.support.waits import WAIT_S
 
@@ -96,7 +96,7 @@ async def test_an_event_reaches_the_client_while_the_upstream_is_stalled(
 async def test_heartbeats_flow_while_the_upstream_stalls_between_events(
     start_proxy: ProxyFactory, upstream: FakeUpstream, gate: Gate
 ) -> None:
-    proxy = await start_proxy(edit=settings(heartbeat_s=0.05))
+    proxy = await start_proxy(edit=set_defaults(heartbeat_s=0.05))
     go = gate()
     steps: list[Step] = [chat_chunk("a"), Hold(go), chat_chunk("b"), OPENAI_DONE]
     upstream.enqueue(Script(steps=steps))
@@ -113,7 +113,7 @@ async def test_heartbeats_flow_while_the_upstream_stalls_between_events(
 async def test_heartbeats_before_the_first_upstream_byte_commit_the_stream(
     start_proxy: ProxyFactory, upstream: FakeUpstream, gate: Gate
 ) -> None:
-    proxy = await start_proxy(edit=settings(heartbeat_s=0.05))
+    proxy = await start_proxy(edit=set_defaults(heartbeat_s=0.05))
     answer = gate()
     steps: list[Step] = [chat_chunk("late"), OPENAI_DONE]
     upstream.enqueue(Script(steps=steps, hold_headers=answer))
@@ -158,7 +158,7 @@ SPLIT_EVENTS: dict[str, tuple[bytes, bytes]] = {
 async def test_heartbeats_never_land_inside_an_event(
     start_proxy: ProxyFactory, upstream: FakeUpstream, gate: Gate, half: bytes, rest: bytes
 ) -> None:
-    proxy = await start_proxy(edit=settings(heartbeat_s=0.05))
+    proxy = await start_proxy(edit=set_defaults(heartbeat_s=0.05))
     go = gate()
     steps: list[Step] = [FIRST, half, Hold(go), rest, OPENAI_DONE]
     upstream.enqueue(Script(steps=steps))

@@ -18,6 +18,7 @@ from proxy.core.dialects import dialect_for
 from proxy.core.errors import Outcome, StreamFailure
 from proxy.core.stats import RequestRecord
 from proxy.relay import ClientChannel, RelaySettings, StreamPump
+from tests.support.config_edits import Edit, set_defaults
 from tests.support.fake_upstream import Close, FakeUpstream, Hold, Reset, Script, Step
 from tests.support.relay_support import assert_one_error_event, parse_events
 from tests.support.request_bodies import payload
@@ -36,14 +37,12 @@ from tests.support.sse_builders import (
     terminator,
 )
 from tests.support.stream_checks import (
-    Edit,
     Gate,
     assert_finished,
     assert_upstream_closed_and_slot_freed,
     committed_early,
     open_stream,
     read_slowly,
-    settings,
 )
 from tests.support.waits import WAIT_S, eventually
 
@@ -56,7 +55,7 @@ async def test_an_error_status_after_an_early_heartbeat_becomes_an_error_event(
     start_proxy: ProxyFactory, upstream: FakeUpstream, gate: Gate,
     dialect: str, status: int, error_type: str,
 ) -> None:  # fmt: skip
-    proxy = await start_proxy(edit=settings(heartbeat_s=0.05))
+    proxy = await start_proxy(edit=set_defaults(heartbeat_s=0.05))
     answer = gate()
     body = compact({"error": {"message": "model overloaded", "type": "server_error"}}).encode()
     upstream.enqueue(Script(status=status, content_type="application/json", whole_body=body,
@@ -78,7 +77,7 @@ async def test_an_error_body_that_stalls_after_an_early_heartbeat_is_reported_wi
 ) -> None:
     """The client waits on a 200 already: the upstream's error body is not worth more silence
     than a heartbeat interval (idle_s is minutes here)."""
-    proxy = await start_proxy(edit=settings(heartbeat_s=0.05))
+    proxy = await start_proxy(edit=set_defaults(heartbeat_s=0.05))
     answer = gate()
     upstream.enqueue(Script(status=500, content_type="application/json", hold_headers=answer,
                             steps=[sent, Hold(gate())] if sent else [Hold(gate())]))  # fmt: skip
@@ -95,7 +94,7 @@ async def test_an_error_body_that_stalls_after_an_early_heartbeat_is_reported_wi
 async def test_an_error_body_cut_inside_an_echoed_key_shows_no_part_of_it(
     start_proxy: ProxyFactory, upstream: FakeUpstream, gate: Gate
 ) -> None:
-    proxy = await start_proxy(edit=settings(heartbeat_s=0.05))
+    proxy = await start_proxy(edit=set_defaults(heartbeat_s=0.05))
     answer = gate()
     cut = b'{"error": {"message": "Incorrect API key provided: ' + CANARY_UPSTREAM_KEY[:14].encode()
     upstream.enqueue(Script(status=401, content_type="application/json", hold_headers=answer,
@@ -114,7 +113,7 @@ async def test_an_error_body_cut_inside_an_echoed_key_shows_no_part_of_it(
 async def test_a_first_byte_timeout_after_an_early_heartbeat_becomes_an_error_event(
     start_proxy: ProxyFactory, upstream: FakeUpstream, gate: Gate, dialect: str, headers_sent: bool
 ) -> None:
-    proxy = await start_proxy(edit=settings(heartbeat_s=0.05, first_byte_s=0.3))
+    proxy = await start_proxy(edit=set_defaults(heartbeat_s=0.05, timeouts={"first_byte_s": 0.3}))
     silence = gate()
     if headers_sent:
         upstream.enqueue(Script(steps=[Hold(silence), terminator(dialect)]))
@@ -136,7 +135,7 @@ async def test_a_first_byte_timeout_after_an_early_heartbeat_becomes_an_error_ev
 class Failure:
     steps: Callable[[asyncio.Event], list[Step]]  # what follows the first events
     outcome: str
-    edit: Edit = field(default_factory=settings)
+    edit: Edit = field(default_factory=set_defaults)
     upstream_left_waiting: bool = False  # the proxy must close an upstream that is still there
 
 
@@ -149,14 +148,21 @@ FAILURES: dict[str, Failure] = {
     "close-without-last-chunk": Failure(lambda _: [Close()], "upstream_error"),
     "eof-without-terminator": Failure(lambda _: [], "truncated"),
     "eof-inside-an-event": Failure(lambda _: [b'data: {"cho'], "truncated"),
-    "idle-timeout": Failure(lambda g: [Hold(g)], "upstream_timeout", settings(idle_s=0.2), True),
+    "idle-timeout": Failure(
+        lambda g: [Hold(g)], "upstream_timeout", set_defaults(timeouts={"idle_s": 0.2}), True
+    ),
     "idle-timeout-despite-heartbeats": Failure(
-        lambda g: [Hold(g)], "upstream_timeout", settings(heartbeat_s=0.05, idle_s=0.3), True
+        lambda g: [Hold(g)],
+        "upstream_timeout",
+        set_defaults(heartbeat_s=0.05, timeouts={"idle_s": 0.3}),
+        True,
     ),
     "max-stream-duration": Failure(
-        lambda g: [Hold(g)], "upstream_timeout", settings(max_stream_s=0.3), True
+        lambda g: [Hold(g)], "upstream_timeout", set_defaults(timeouts={"max_stream_s": 0.3}), True
     ),
-    "oversized-event": Failure(oversized, "upstream_error", settings(max_event_bytes=4096), True),
+    "oversized-event": Failure(
+        oversized, "upstream_error", set_defaults(max_event_bytes=4096), True
+    ),
 }
 
 
@@ -204,7 +210,7 @@ async def test_events_that_arrived_just_before_the_upstream_broke_still_reach_th
 async def test_max_stream_duration_applies_while_the_upstream_keeps_sending(
     start_proxy: ProxyFactory, upstream: FakeUpstream, gate: Gate
 ) -> None:
-    proxy = await start_proxy(edit=settings(max_stream_s=0.3))
+    proxy = await start_proxy(edit=set_defaults(timeouts={"max_stream_s": 0.3}))
     # Loopback kernel buffers can take megabytes: the relay may finish writing before the client
     # reads much. No terminator, then, and a hold after the body, so the stream can only end by
     # the deadline (idle_s is minutes): never as `completed`, however fast the relay is.
@@ -347,7 +353,7 @@ async def test_a_client_leaving_before_the_upstream_answered_closes_the_upstream
 async def test_a_client_leaving_after_an_early_heartbeat_closes_the_waiting_upstream(
     start_proxy: ProxyFactory, upstream: FakeUpstream, gate: Gate
 ) -> None:
-    proxy = await start_proxy(edit=settings(heartbeat_s=0.05))
+    proxy = await start_proxy(edit=set_defaults(heartbeat_s=0.05))
     upstream.enqueue(Script(steps=[OPENAI_DONE], hold_headers=gate()))
     client = await committed_early(proxy, "openai")
 
@@ -358,7 +364,7 @@ async def test_a_client_leaving_after_an_early_heartbeat_closes_the_waiting_upst
 async def test_a_client_that_stops_reading_is_dropped_after_the_client_stall_timeout(
     start_proxy: ProxyFactory, upstream: FakeUpstream, gate: Gate
 ) -> None:
-    proxy = await start_proxy(edit=settings(client_stall_s=0.3))
+    proxy = await start_proxy(edit=set_defaults(timeouts={"client_stall_s": 0.3}))
     steps: list[Step] = [*big_stream(16 * 2**20), Hold(gate()), OPENAI_DONE]
     upstream.enqueue(Script(steps=steps))
     response = await proxy.post("/v1/chat/completions", payload("openai"))

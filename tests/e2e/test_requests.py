@@ -18,16 +18,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.support.config_edits import Edit, add_user, compose, set_defaults
 from tests.support.fake_upstream import FakeUpstream, Hold, Script
-from tests.support.phase_helpers import (
-    Edit,
-    EventReader,
-    add_user,
-    closed_port,
-    compose,
-    set_defaults,
-    spy_on_acquire,
-)
+from tests.support.phase_helpers import EventReader, closed_port, spy_on_acquire
 from tests.support.raw_http import RawClient, raw_request, request_bytes
 from tests.support.request_bodies import CHAT, MESSAGES, PLAIN
 from tests.support.running_proxy import (

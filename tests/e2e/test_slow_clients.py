@@ -22,11 +22,12 @@ from proxy.core.dialects import dialect_for
 from proxy.core.errors import Outcome, StreamFailure
 from proxy.core.stats import RequestRecord
 from proxy.relay import ClientChannel, RelaySettings
+from tests.support.config_edits import set_defaults
 from tests.support.fake_upstream import FakeUpstream, Hold, Reset, Script, Step
 from tests.support.request_bodies import payload
 from tests.support.running_proxy import CANARY_CLIENT_KEY, ProxyFactory, RunningProxy
 from tests.support.sse_builders import OPENAI_DONE, chat_chunk
-from tests.support.stream_checks import Gate, assert_finished, settings
+from tests.support.stream_checks import Gate, assert_finished
 from tests.support.waits import eventually
 
 # One write that the kernel cannot take whole through the shrunken buffers, yet small enough that
@@ -82,7 +83,7 @@ async def test_a_client_that_stops_reading_before_the_final_chunk_is_dropped(
     start_proxy: ProxyFactory, upstream: FakeUpstream, gate: Gate
 ) -> None:
     """The whole stream was relayed; only the chunked terminator waits for the client."""
-    proxy = await start_proxy(edit=settings(client_stall_s=0.3))
+    proxy = await start_proxy(edit=set_defaults(timeouts={"client_stall_s": 0.3}))
     client = await backed_up_stream(proxy, upstream, gate, [OPENAI_DONE])
 
     line = await assert_finished(proxy, "client_disconnected")
@@ -97,7 +98,7 @@ async def test_a_failed_stream_to_a_client_that_reads_nothing_is_closed_after_th
 ) -> None:
     """The error event is written and the connection closed once flushed: a client that never
     reads would keep it open forever; it gets `client_stall_s`."""
-    proxy = await start_proxy(edit=settings(client_stall_s=0.3))
+    proxy = await start_proxy(edit=set_defaults(timeouts={"client_stall_s": 0.3}))
     client = await backed_up_stream(proxy, upstream, gate, [Reset()])
 
     await assert_finished(proxy, "upstream_error")
@@ -113,7 +114,7 @@ async def test_a_failed_stream_whose_client_reads_it_all_leaves_nothing_behind(
     loop_errors: list[dict[str, object]] = []
     loop.set_exception_handler(lambda _, context: loop_errors.append(context))
     stall_s = 1.5  # the client must start reading within it, also on a loaded machine
-    proxy = await start_proxy(edit=settings(client_stall_s=stall_s))
+    proxy = await start_proxy(edit=set_defaults(timeouts={"client_stall_s": stall_s}))
     client = await backed_up_stream(proxy, upstream, gate, [Reset()])
     await assert_finished(proxy, "upstream_error")
 

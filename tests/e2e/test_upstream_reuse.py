@@ -14,8 +14,8 @@ import aiohttp
 import pytest
 
 from proxy import keys
+from tests.support.config_edits import set_defaults
 from tests.support.fake_upstream import FakeUpstream, Hold, Script
-from tests.support.phase_helpers import set_defaults
 from tests.support.request_bodies import CHAT
 from tests.support.running_proxy import ProxyFactory, RunningProxy
 from tests.support.sse_builders import OPENAI_DONE, chat_chunk

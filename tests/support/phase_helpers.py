@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 import aiohttp
@@ -22,8 +22,6 @@ from proxy.core.dialects.openai import OPENAI
 from proxy.core.sse import SSEEvent
 from tests.support.running_proxy import RunningProxy
 from tests.support.waits import eventually
-
-Edit = Callable[[dict[str, Any]], None]
 
 # --- faults and spies ---
 
@@ -38,43 +36,6 @@ def explode_on_boom(monkeypatch: pytest.MonkeyPatch) -> None:
         return interpret(event)
 
     monkeypatch.setattr(OPENAI, "interpret", broken)
-
-
-# --- config edits ---
-
-
-def compose(*edits: Edit) -> Edit:
-    def edit(document: dict[str, Any]) -> None:
-        for each in edits:
-            each(document)
-
-    return edit
-
-
-def set_defaults(**values: Any) -> Edit:
-    """Set `defaults.*`; `timeouts` is merged into the existing timeouts."""
-
-    def edit(document: dict[str, Any]) -> None:
-        defaults = document["defaults"]
-        for key, value in values.items():
-            if key == "timeouts":
-                defaults["timeouts"].update(value)
-            else:
-                defaults[key] = value
-
-    return edit
-
-
-def add_user(name: str, env: str, limit: int | None = None) -> Edit:
-    """A user whose key is read from the environment variable `env`."""
-
-    def edit(document: dict[str, Any]) -> None:
-        user: dict[str, Any] = {"name": name, "key_env": env}
-        if limit is not None:
-            user["max_concurrent_streams"] = limit
-        document["auth"]["users"].append(user)
-
-    return edit
 
 
 def closed_port() -> int:

@@ -16,21 +16,6 @@ from tests.support.sse_builders import HEARTBEAT
 from tests.support.waits import WAIT_S, eventually
 
 Gate = Callable[[], asyncio.Event]
-Edit = Callable[[dict[str, Any]], None]
-
-
-def settings(
-    heartbeat_s: float = 30.0, max_event_bytes: int | None = None, **timeouts: float
-) -> Edit:
-    """A config edit: heartbeat interval, event size cap and timeouts under `defaults`."""
-
-    def edit(document: dict[str, Any]) -> None:
-        document["defaults"]["heartbeat_s"] = heartbeat_s
-        document["defaults"]["timeouts"].update(timeouts)
-        if max_event_bytes is not None:
-            document["defaults"]["max_event_bytes"] = max_event_bytes
-
-    return edit
 
 
 async def open_stream(proxy: RunningProxy, dialect: str = "openai", **headers: str) -> ClientStream:
