@@ -13,7 +13,7 @@ import pytest
 
 from proxy.config.load import ConfigError, parse_config
 from tests.support.fake_upstream import FakeUpstream, Script
-from tests.support.phase_helpers import spy_on_acquire
+from tests.support.patches import spy_on_acquire
 from tests.support.raw_http import raw_request
 from tests.support.request_bodies import CHAT
 from tests.support.running_proxy import ENVIRON, ProxyFactory, base_document

@@ -19,9 +19,11 @@ import pytest
 
 from proxy.core.errors import ConcurrencyLimitExceeded
 from proxy.limits.memory import MemoryLimiter
+from tests.support.client_stream import ignore
 from tests.support.config_edits import Edit, add_user, set_defaults
 from tests.support.fake_upstream import FakeUpstream, Hold, Reset, Script
-from tests.support.phase_helpers import explode_on_boom, ignore, slots_released
+from tests.support.outcome_checks import slots_released
+from tests.support.patches import explode_on_boom
 from tests.support.raw_http import RawClient, request_bytes
 from tests.support.request_bodies import CHAT, MESSAGES
 from tests.support.running_proxy import CANARY_CLIENT_KEY, ProxyFactory, RunningProxy

@@ -17,10 +17,12 @@ import aiohttp
 import pytest
 
 from proxy.core.errors import Outcome
+from tests.support.client_stream import ClientStream, ignore
 from tests.support.config_edits import compose, set_defaults
 from tests.support.fake_upstream import Close, FakeUpstream, Hold, Reset, Script, Step
 from tests.support.metrics import sample_value, samples
-from tests.support.phase_helpers import EventReader, closed_port, explode_on_boom, ignore
+from tests.support.patches import explode_on_boom
+from tests.support.ports import unused_port
 from tests.support.raw_http import raw_request
 from tests.support.request_bodies import CHAT, MESSAGES
 from tests.support.running_proxy import (
@@ -64,12 +66,11 @@ async def drive(
 ) -> bytes:
     """Read a `paced` stream to its end, opening each gate once the word before it arrived."""
     assert response.status == 200, await response.text()
-    reader = EventReader(response)
+    reader = ClientStream(response)
     for word, gate in zip(words, gates, strict=False):
-        await reader.until(json.dumps(word).encode())
+        await reader.event_with(json.dumps(word).encode())
         gate.set()
-    await reader.rest()
-    return reader.received
+    return await reader.to_clean_end()
 
 
 async def paced_stream(
@@ -223,13 +224,13 @@ async def test_ttft_counts_from_the_first_content_event(
     upstream.enqueue(Script(steps=[*preamble, Hold(gate), *content]))
     loop = asyncio.get_running_loop()
     started = loop.time()
-    reader = EventReader(await proxy.post(path, payload))
+    reader = ClientStream(await proxy.post(path, payload))
     for event in preamble:  # relayed before any content: none of them is a first token
         assert await reader.next_event() == event
     loop.call_later(HOLD_S, gate.set)
-    await reader.until(b"Hello")
+    await reader.event_with(b"Hello")
     client_ttft_ms = (loop.time() - started) * 1000
-    await reader.rest()
+    await reader.to_clean_end()
     ttft_ms = (await proxy.finished_line())["ttft_ms"]
     assert ttft_ms >= HOLD_S * 1000
     assert ttft_ms <= client_ttft_ms + 1  # the proxy wrote it before the client could read it
@@ -291,13 +292,12 @@ async def stream_with_heartbeats(
     first = asyncio.Event()
     upstream.enqueue(Script(steps=[Hold(first), *script.steps]))
     response = await proxy.post("/v1/chat/completions", CHAT, **{"X-Request-Id": request_id})
-    reader = EventReader(response)
+    reader = ClientStream(response)
     assert await reader.next_event() == HEARTBEAT
     first.set()
-    await reader.until(b'"Hello"')
+    await reader.event_with(b'"Hello"')
     gates[0].set()
-    await reader.rest()
-    return response, reader.received
+    return response, await reader.to_clean_end()
 
 
 async def test_finished_line_describes_the_stream(
@@ -452,7 +452,7 @@ def canary_config(document: dict[str, Any]) -> None:
     document["routes"][1]["heartbeat_s"] = 0.05
     dead = {
         "name": "dead",
-        "url": f"http://127.0.0.1:{closed_port()}",
+        "url": f"http://127.0.0.1:{unused_port()}",
         "api_key_env": "CANARY_UPSTREAM_KEY",
     }
     document["routes"].append(

@@ -9,15 +9,10 @@ import zlib
 
 import pytest
 
+from tests.support.client_stream import ClientStream, open_stream, read_slowly
 from tests.support.config_edits import set_defaults
-from tests.support.fake_upstream import FakeUpstream, Hold, Script, Step
-from tests.support.relay_support import (
-    ClientStream,
-    count_heartbeats_at_boundaries,
-    event_boundaries,
-    heartbeats_after,
-    parse_events,
-)
+from tests.support.fake_upstream import FakeUpstream, Gate, Hold, Script, Step
+from tests.support.outcome_checks import assert_finished, assert_heartbeats_counted
 from tests.support.request_bodies import payload
 from tests.support.running_proxy import ProxyFactory, RunningProxy
 from tests.support.sse_builders import (
@@ -35,13 +30,12 @@ from tests.support.sse_builders import (
     sent_bytes,
     terminator,
 )
-from tests.support.stream_checks import (
-    Gate,
-    assert_finished,
-    assert_heartbeats_counted,
+from tests.support.sse_checks import (
     assert_sse_headers,
-    open_stream,
-    read_slowly,
+    count_heartbeats_at_boundaries,
+    event_boundaries,
+    heartbeats_after,
+    parse_events,
 )
 from tests.support.waits import WAIT_S
 

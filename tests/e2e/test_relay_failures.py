@@ -18,9 +18,10 @@ from proxy.core.dialects import dialect_for
 from proxy.core.errors import Outcome, StreamFailure
 from proxy.core.stats import RequestRecord
 from proxy.relay import ClientChannel, RelaySettings, StreamPump
+from tests.support.client_stream import committed_early, open_stream, read_slowly
 from tests.support.config_edits import Edit, set_defaults
-from tests.support.fake_upstream import Close, FakeUpstream, Hold, Reset, Script, Step
-from tests.support.relay_support import assert_one_error_event, parse_events
+from tests.support.fake_upstream import Close, FakeUpstream, Gate, Hold, Reset, Script, Step
+from tests.support.outcome_checks import assert_finished, assert_upstream_closed_and_slot_freed
 from tests.support.request_bodies import payload
 from tests.support.running_proxy import CANARY_UPSTREAM_KEY, ProxyFactory, RunningProxy
 from tests.support.sse_builders import (
@@ -36,14 +37,7 @@ from tests.support.sse_builders import (
     sse_event,
     terminator,
 )
-from tests.support.stream_checks import (
-    Gate,
-    assert_finished,
-    assert_upstream_closed_and_slot_freed,
-    committed_early,
-    open_stream,
-    read_slowly,
-)
+from tests.support.sse_checks import assert_one_error_event, parse_events
 from tests.support.waits import WAIT_S, eventually
 
 # --- 4. upstream failures after an early commit ------------------------------------------------

@@ -18,9 +18,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.support.client_stream import ClientStream
 from tests.support.config_edits import Edit, add_user, compose, set_defaults
 from tests.support.fake_upstream import FakeUpstream, Hold, Script
-from tests.support.phase_helpers import EventReader, closed_port, spy_on_acquire
+from tests.support.patches import spy_on_acquire
+from tests.support.ports import unused_port
 from tests.support.raw_http import RawClient, raw_request, request_bytes
 from tests.support.request_bodies import CHAT, MESSAGES, PLAIN
 from tests.support.running_proxy import (
@@ -453,7 +455,7 @@ def which(upstream: FakeUpstream) -> list[str]:
 async def test_connect_failure_fails_over_to_the_next_upstream(
     start_proxy: ProxyFactory, upstream: FakeUpstream
 ) -> None:
-    dead = f"http://127.0.0.1:{closed_port()}"
+    dead = f"http://127.0.0.1:{unused_port()}"
     proxy = await start_proxy(edit=upstreams(dead, upstream.url))
     upstream.enqueue(Script(steps=chat_stream("Hello")))
     body = await completed(await proxy.post("/v1/chat/completions", CHAT))
@@ -511,7 +513,7 @@ async def test_gateway_error_fails_over_to_the_next_upstream(
 async def test_all_upstreams_failing_is_a_502_naming_no_secret(
     start_proxy: ProxyFactory, upstream: FakeUpstream
 ) -> None:
-    dead = f"http://127.0.0.1:{closed_port()}"
+    dead = f"http://127.0.0.1:{unused_port()}"
     proxy = await start_proxy(edit=upstreams(upstream.url, dead))
     upstream.enqueue(refusal(503))
     response = await proxy.post("/v1/chat/completions", CHAT)
@@ -638,10 +640,10 @@ async def test_an_event_stream_answer_is_relayed_as_a_stream_whatever_the_reques
     upstream.enqueue(
         Script(steps=[ROLE, chat_chunk("early"), Hold(go), chat_chunk("late"), OPENAI_DONE])
     )
-    reader = EventReader(await proxy.post("/v1/chat/completions", {**PLAIN, **asked}))
-    await reader.until(b'"early"')  # while the upstream still holds the rest
+    reader = ClientStream(await proxy.post("/v1/chat/completions", {**PLAIN, **asked}))
+    await reader.event_with(b'"early"')  # while the upstream still holds the rest
     go.set()
-    await reader.rest()
+    await reader.to_clean_end()
     line = await proxy.finished_line()
     assert (line["stream"], line["outcome"], line["output_tokens"]) == (True, "completed", 2)
 

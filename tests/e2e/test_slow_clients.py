@@ -23,11 +23,11 @@ from proxy.core.errors import Outcome, StreamFailure
 from proxy.core.stats import RequestRecord
 from proxy.relay import ClientChannel, RelaySettings
 from tests.support.config_edits import set_defaults
-from tests.support.fake_upstream import FakeUpstream, Hold, Reset, Script, Step
+from tests.support.fake_upstream import FakeUpstream, Gate, Hold, Reset, Script, Step
+from tests.support.outcome_checks import assert_finished
 from tests.support.request_bodies import payload
 from tests.support.running_proxy import CANARY_CLIENT_KEY, ProxyFactory, RunningProxy
 from tests.support.sse_builders import OPENAI_DONE, chat_chunk
-from tests.support.stream_checks import Gate, assert_finished
 from tests.support.waits import eventually
 
 # One write that the kernel cannot take whole through the shrunken buffers, yet small enough that

@@ -1,20 +1,16 @@
-"""Helpers for the end-to-end relay tests: upstream streams, chunkings, a client-side reader,
-SSE checks (events, heartbeat positions) and bounded waits."""
+"""Checks of what a client received: the events it dispatches, where heartbeats were put, the
+error event a failed stream ends with, and the headers of a stream."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 
 from proxy.core.sse import SSEEvent, SSEFramer
 from tests.support.sse_builders import HEARTBEAT
-from tests.support.waits import WAIT_S
-
-# --- SSE checks --------------------------------------------------------------------------------
 
 
 def parse_events(data: bytes) -> list[SSEEvent]:
@@ -78,49 +74,6 @@ def assert_one_error_event(events: list[SSEEvent], dialect: str) -> dict[str, An
     return dict(error)
 
 
-# --- the client side ---------------------------------------------------------------------------
-
-
-class ClientStream:
-    """Raw bytes of one proxied response as the client reads them."""
-
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
-        self.response = response
-        self.data = bytearray()
-        self.ended_by: aiohttp.ClientPayloadError | None = None
-        self.eof = False
-        self._chunks: AsyncIterator[bytes] = response.content.iter_any()
-
-    async def _read_once(self) -> None:
-        try:
-            self.data += await self._chunks.__anext__()
-        except StopAsyncIteration:
-            self.eof = True
-        except aiohttp.ClientPayloadError as exc:
-            self.ended_by, self.eof = exc, True
-
-    async def until(self, done: Callable[[bytes], bool], within: float = WAIT_S) -> bytes:
-        """Read until `done(data)`; fail if the stream ends first or it takes over `within` s."""
-        async with asyncio.timeout(within):
-            while not done(bytes(self.data)):
-                assert not self.eof, f"stream ended early after {bytes(self.data)!r}"
-                await self._read_once()
-        return bytes(self.data)
-
-    async def contains(self, needle: bytes, within: float = WAIT_S) -> bytes:
-        return await self.until(lambda data: needle in data, within)
-
-    async def to_end(self, within: float = WAIT_S) -> bytes:
-        """Read to the end of the response (clean or not)."""
-        async with asyncio.timeout(within):
-            while not self.eof:
-                await self._read_once()
-        return bytes(self.data)
-
-    def events(self) -> list[SSEEvent]:
-        return parse_events(bytes(self.data))
-
-
 def heartbeats_after(forwarded: bytes, count: int) -> Callable[[bytes], bool]:
     """A condition: `forwarded` and nothing more has arrived (heartbeats aside), followed by at
     least `count` heartbeats. Fails at once if more than `forwarded` arrives."""
@@ -134,3 +87,13 @@ def heartbeats_after(forwarded: bytes, count: int) -> Callable[[bytes], bool]:
         return stripped == forwarded and data.endswith(HEARTBEAT * count)
 
     return done
+
+
+def assert_sse_headers(response: aiohttp.ClientResponse) -> None:
+    headers = response.headers
+    assert response.content_type == "text/event-stream"
+    assert headers["Cache-Control"] == "no-cache, no-transform"
+    assert headers["X-Accel-Buffering"] == "no"
+    assert headers["X-Request-Id"]
+    assert "Content-Length" not in headers and "Content-Encoding" not in headers
+    assert headers["Transfer-Encoding"] == "chunked"
