@@ -41,3 +41,12 @@ def add_user(name: str, env: str, limit: int | None = None) -> Edit:
         document["auth"]["users"].append(user)
 
     return edit
+
+
+def allow_origins(*origins: str) -> Edit:
+    """`server.cors_allow_origins`: the pages of these origins may read the proxy's answers."""
+
+    def edit(document: dict[str, Any]) -> None:
+        document.setdefault("server", {})["cors_allow_origins"] = list(origins)
+
+    return edit
