@@ -4,12 +4,12 @@ both on real sockets on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.support.fake_upstream import FakeUpstream
+from tests.support.config_edits import Edit
+from tests.support.fake_upstream import FakeUpstream, Gate
 from tests.support.running_proxy import ProxyFactory, RunningProxy, start_running_proxy
 
 
@@ -27,8 +27,7 @@ async def start_proxy(upstream: FakeUpstream) -> AsyncIterator[ProxyFactory]:
     started: list[RunningProxy] = []
 
     async def start(
-        edit: Callable[[dict[str, Any]], None] | None = None,
-        environ: dict[str, str] | None = None,
+        edit: Edit | None = None, environ: dict[str, str] | None = None
     ) -> RunningProxy:
         started.append(await start_running_proxy(upstream.url, edit, environ))
         return started[-1]
@@ -44,7 +43,7 @@ async def proxy(start_proxy: ProxyFactory) -> RunningProxy:
 
 
 @pytest.fixture
-async def gate(start_proxy: ProxyFactory) -> AsyncIterator[Callable[[], asyncio.Event]]:
+async def gate(start_proxy: ProxyFactory) -> AsyncIterator[Gate]:
     """Makes `Hold` events; all are released at teardown so no upstream handler lingers."""
     made: list[asyncio.Event] = []
 

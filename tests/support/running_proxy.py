@@ -20,6 +20,7 @@ from proxy.config.load import parse_config
 from proxy.config.models import Config
 from proxy.limits.memory import MemoryLimiter
 from proxy.log import configure_logging
+from tests.support.config_edits import Edit
 from tests.support.metrics import sample_value
 from tests.support.waits import eventually
 
@@ -111,9 +112,7 @@ ProxyFactory = Callable[..., Coroutine[Any, Any, RunningProxy]]
 
 
 async def start_running_proxy(
-    upstream_url: str,
-    edit: Callable[[dict[str, Any]], None] | None = None,
-    environ: dict[str, str] | None = None,
+    upstream_url: str, edit: Edit | None = None, environ: dict[str, str] | None = None
 ) -> RunningProxy:
     """Start the proxy on a free port; `edit(document)` may change the config document first."""
     document = copy.deepcopy(base_document(upstream_url))
