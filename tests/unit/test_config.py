@@ -24,7 +24,7 @@ from proxy.config.models import (
     UpstreamConfig,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_ENV = {"OPENAI_API_KEY": "sk-openai", "ANTHROPIC_API_KEY": "sk-ant", "BOB_PROXY_KEY": "bk"}
 CANARY = "canary-7Hq2ZxW9vR4mKp1L"
 SHA_ALICE = hashlib.sha256(b"alice-demo-key").hexdigest()

@@ -20,11 +20,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from anthropic.types import MessageParam, TextBlock
 from openai.types.chat import ChatCompletionMessageParam
 from openai.types.responses import ResponseInputParam
+from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from proxy.demo.app import DemoSettings, create_demo_app
 from proxy.demo.text import tokenize
-from tests.relay_support import eventually
-from tests.sdk_clients import local_anthropic, local_openai
+from tests.support.sdk_clients import local_anthropic, local_openai
+from tests.support.waits import eventually
 
 FAST = DemoSettings(token_delay_s=0, first_token_delay_s=0)
 CHAT: list[ChatCompletionMessageParam] = [
@@ -32,18 +33,19 @@ CHAT: list[ChatCompletionMessageParam] = [
     {"role": "user", "content": "Hello there, how are you?"},
 ]
 PROMPT_WORDS = 8  # words in CHAT
-Client = TestClient[web.Request, web.Application]
+Client = TestClient[web.Request, web.Application]  # of an app
+ServerClient = TestClient[web.Request, None]  # of a server already running
 
 
 @pytest.fixture
-async def demo(aiohttp_server) -> TestServer:
+async def demo(aiohttp_server: AiohttpServer) -> TestServer:
     server: TestServer = await aiohttp_server(create_demo_app(FAST))
     return server
 
 
 @pytest.fixture
-async def http(demo: TestServer, aiohttp_client) -> Client:
-    client: Client = await aiohttp_client(demo)
+async def http(demo: TestServer, aiohttp_client: AiohttpClient) -> ServerClient:
+    client: ServerClient = await aiohttp_client(demo)
     return client
 
 
@@ -133,7 +135,9 @@ async def test_chat_max_tokens_caps_the_reply(oai: openai.AsyncOpenAI, key: str)
     assert whole.choices[0].message.content == "You said “Hello there"
 
 
-async def test_chat_default_budget_is_the_settings_default(aiohttp_server) -> None:
+async def test_chat_default_budget_is_the_settings_default(
+    aiohttp_server: AiohttpServer,
+) -> None:
     server = await aiohttp_server(create_demo_app(DemoSettings(0, 0, default_max_tokens=3)))
     base = f"http://127.0.0.1:{server.port}/v1"
     async with local_openai(base) as client:
@@ -264,7 +268,7 @@ async def test_anthropic_raw_stream_event_order_and_max_tokens(
         ("/v1/messages", 'event: message_stop\ndata: {"type":"message_stop"}'),
     ],
 )
-async def test_raw_wire_format(http: Client, path: str, last_event: str) -> None:
+async def test_raw_wire_format(http: ServerClient, path: str, last_event: str) -> None:
     body = {"model": "m", "messages": CHAT, "prompt": "x", "input": "x", "stream": True}
     async with http.post(path, json=body) as response:
         assert response.headers["Content-Type"].startswith("text/event-stream")
@@ -287,7 +291,7 @@ async def test_raw_wire_format(http: Client, path: str, last_event: str) -> None
     ids=["not-json", "not-an-object", "nested-too-deep"],
 )
 async def test_invalid_json_gets_the_providers_error_shape(
-    http: Client, path: str, payload: bytes
+    http: ServerClient, path: str, payload: bytes
 ) -> None:
     async with http.post(path, data=payload) as response:
         assert response.status == 400
@@ -302,7 +306,7 @@ async def test_invalid_json_gets_the_providers_error_shape(
         assert body["error"]["message"]
 
 
-async def test_a_prompt_over_a_mebibyte_is_answered(http: Client) -> None:
+async def test_a_prompt_over_a_mebibyte_is_answered(http: ServerClient) -> None:
     """The proxy lets 20 MiB through by default; the demo behind it must not refuse at 1 MiB."""
     long = {"model": "demo", "messages": [{"role": "user", "content": "x" * 2_000_000}]}
     async with http.post("/v1/chat/completions", json=long) as response:
@@ -319,7 +323,9 @@ async def test_sdks_raise_bad_request_for_an_invalid_budget(
         await claude.messages.create(model="m", max_tokens=5, messages="nope")  # type: ignore[arg-type]
 
 
-async def test_pacing_delays_the_first_token_then_each_token(aiohttp_client) -> None:
+async def test_pacing_delays_the_first_token_then_each_token(
+    aiohttp_client: AiohttpClient,
+) -> None:
     settings = DemoSettings(token_delay_s=0.01, first_token_delay_s=0.05)
     client: Client = await aiohttp_client(create_demo_app(settings))
     body = {"model": "m", "messages": CHAT, "stream": True, "max_tokens": 3}
@@ -339,7 +345,7 @@ async def test_pacing_delays_the_first_token_then_each_token(aiohttp_client) -> 
 
 
 async def test_a_client_leaving_mid_stream_is_quiet_and_harmless(
-    aiohttp_client, caplog: pytest.LogCaptureFixture
+    aiohttp_client: AiohttpClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     client: Client = await aiohttp_client(create_demo_app(DemoSettings(0.005, 0)))
     body = {"model": "m", "messages": CHAT, "stream": True}
@@ -349,13 +355,13 @@ async def test_a_client_leaving_mid_stream_is_quiet_and_harmless(
     runner = client.server.runner
     assert runner is not None and runner.server is not None
     server = runner.server
-    await eventually(lambda: not server.connections)  # the server has seen it go
+    await eventually(lambda: not server.connections, "the server has seen the client go")
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
     async with client.get("/healthz") as health:  # and the server carries on
         assert health.status == 200
 
 
-async def test_healthz(http: Client) -> None:
+async def test_healthz(http: ServerClient) -> None:
     async with http.get("/healthz") as response:
         assert response.status == 200
         assert await response.json() == {"status": "ok"}
@@ -368,7 +374,7 @@ def ignore_sigint() -> None:
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"])
 def test_module_main_prints_its_address_and_stops_on_a_signal(stop: signal.Signals) -> None:
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     command = [sys.executable, "-m", "proxy.demo", "--port", "0", "--first-token-delay-ms", "0"]
     process = subprocess.Popen(
         command, cwd=root, stdout=subprocess.PIPE, text=True, preexec_fn=ignore_sigint

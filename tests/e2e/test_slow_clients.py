@@ -23,14 +23,17 @@ from proxy.core.dialects import dialect_for
 from proxy.core.errors import UpstreamError
 from proxy.core.runtime import RelaySettings
 from proxy.core.stats import RequestRecord
-from tests.conftest import CANARY_CLIENT_KEY, ProxyFactory, RunningProxy
-from tests.fake_upstream import FakeUpstream, Hold, Reset, Script, Step
-from tests.relay_support import OPENAI_DONE, eventually, openai_event, payload
-from tests.stream_checks import Gate, assert_finished, settings
+from tests.support.config_edits import set_defaults
+from tests.support.fake_upstream import FakeUpstream, Gate, Hold, Reset, Script, Step
+from tests.support.outcome_checks import assert_finished
+from tests.support.request_bodies import payload
+from tests.support.running_proxy import CANARY_CLIENT_KEY, ProxyFactory, RunningProxy
+from tests.support.sse_builders import OPENAI_DONE, chat_chunk
+from tests.support.waits import eventually
 
 # One write that the kernel cannot take whole through the shrunken buffers, yet small enough that
 # aiohttp does not drain after it (it drains once 64 KiB were written since the last drain).
-BACKED_UP = openai_event("x" * 56_000)
+BACKED_UP = chat_chunk("x" * 56_000)
 
 
 async def open_silent_client(proxy: RunningProxy) -> socket.socket:
@@ -49,6 +52,12 @@ async def open_silent_client(proxy: RunningProxy) -> socket.socket:
     return sock
 
 
+def client_connections(proxy: RunningProxy) -> int:
+    server = proxy.runner.server
+    assert server is not None
+    return len(server.connections)
+
+
 def shrink_client_connections(proxy: RunningProxy) -> None:
     """From now on the proxy's writes to its clients back up after a few kilobytes."""
     for handler in proxy.runner.server.connections:  # type: ignore[union-attr]
@@ -65,7 +74,7 @@ async def backed_up_stream(
     answer = gate()
     upstream.enqueue(Script(steps=[Hold(answer), BACKED_UP, *ending]))
     client = await open_silent_client(proxy)
-    await eventually(lambda: len(upstream.requests) == 1)
+    await eventually(lambda: len(upstream.requests) == 1, "the upstream has the request")
     shrink_client_connections(proxy)
     answer.set()
     return client
@@ -75,13 +84,13 @@ async def test_a_client_that_stops_reading_before_the_final_chunk_is_dropped(
     start_proxy: ProxyFactory, upstream: FakeUpstream, gate: Gate
 ) -> None:
     """The whole stream was relayed; only the chunked terminator waits for the client."""
-    proxy = await start_proxy(edit=settings(client_stall_s=0.3))
+    proxy = await start_proxy(edit=set_defaults(timeouts={"client_stall_s": 0.3}))
     client = await backed_up_stream(proxy, upstream, gate, [OPENAI_DONE])
 
     line = await assert_finished(proxy, "client_disconnected")
     assert "read nothing" in line["error"]
     assert await proxy.limiter.held("alice") == 0
-    await eventually(lambda: not proxy.runner.server.connections)  # type: ignore[union-attr]
+    await eventually(lambda: client_connections(proxy) == 0, "the proxy closed the connection")
     client.close()
 
 
@@ -90,11 +99,11 @@ async def test_a_failed_stream_to_a_client_that_reads_nothing_is_closed_after_th
 ) -> None:
     """The error event is written and the connection closed once flushed: a client that never
     reads would keep it open forever; it gets `client_stall_s`."""
-    proxy = await start_proxy(edit=settings(client_stall_s=0.3))
+    proxy = await start_proxy(edit=set_defaults(timeouts={"client_stall_s": 0.3}))
     client = await backed_up_stream(proxy, upstream, gate, [Reset()])
 
     await assert_finished(proxy, "upstream_error")
-    await eventually(lambda: not proxy.runner.server.connections)  # type: ignore[union-attr]
+    await eventually(lambda: client_connections(proxy) == 0, "the proxy closed the connection")
     client.close()
 
 
@@ -106,7 +115,7 @@ async def test_a_failed_stream_whose_client_reads_it_all_leaves_nothing_behind(
     loop_errors: list[dict[str, object]] = []
     loop.set_exception_handler(lambda _, context: loop_errors.append(context))
     stall_s = 1.5  # the client must start reading within it, also on a loaded machine
-    proxy = await start_proxy(edit=settings(client_stall_s=stall_s))
+    proxy = await start_proxy(edit=set_defaults(timeouts={"client_stall_s": stall_s}))
     client = await backed_up_stream(proxy, upstream, gate, [Reset()])
     await assert_finished(proxy, "upstream_error")
 

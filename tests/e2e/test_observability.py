@@ -17,41 +17,34 @@ import aiohttp
 import pytest
 
 from proxy.core.errors import Outcome
-from tests.conftest import (
+from tests.support.client_stream import ClientStream, ignore
+from tests.support.config_edits import compose, set_defaults
+from tests.support.fake_upstream import Close, FakeUpstream, Hold, Reset, Script, Step
+from tests.support.metrics import sample_value, samples
+from tests.support.patches import explode_on_boom
+from tests.support.ports import unused_port
+from tests.support.raw_http import raw_request
+from tests.support.request_bodies import CHAT, MESSAGES
+from tests.support.running_proxy import (
     CANARY_CLIENT_KEY,
     CANARY_UPSTREAM_KEY,
     ProxyFactory,
     RunningProxy,
 )
-from tests.fake_upstream import Close, FakeUpstream, Hold, Reset, Script, Step
-from tests.phase_helpers import (
+from tests.support.sse_builders import (
     ANTHROPIC_PING,
-    BLOCK_START,
-    CHAT,
-    DONE,
+    CONTENT_BLOCK_START,
+    HEARTBEAT,
     MESSAGE_START,
     MESSAGE_STOP,
-    MESSAGES,
-    PING,
+    OPENAI_DONE,
     ROLE,
-    EventReader,
     chat_chunk,
     chat_stream,
-    closed_port,
-    compose,
-    eventually,
-    explode_on_boom,
-    finished_lines,
-    ignore,
-    last_finished,
     message_delta,
-    raw_request,
-    sample_value,
-    samples,
-    scrape,
-    set_defaults,
     text_delta,
 )
+from tests.support.waits import eventually
 
 USAGE = {"prompt_tokens": 17, "completion_tokens": 42, "total_tokens": 59}
 
@@ -65,7 +58,7 @@ def paced(*words: str, usage: dict[str, int] | None = None) -> tuple[Script, lis
         steps += [Hold(gate), chat_chunk(word)]
     if usage is not None:
         steps.append(chat_chunk(usage=usage))
-    return Script(steps=[*steps, DONE]), gates
+    return Script(steps=[*steps, OPENAI_DONE]), gates
 
 
 async def drive(
@@ -73,12 +66,11 @@ async def drive(
 ) -> bytes:
     """Read a `paced` stream to its end, opening each gate once the word before it arrived."""
     assert response.status == 200, await response.text()
-    reader = EventReader(response)
+    reader = ClientStream(response)
     for word, gate in zip(words, gates, strict=False):
-        await reader.until(json.dumps(word).encode())
+        await reader.event_with(json.dumps(word).encode())
         gate.set()
-    await reader.rest()
-    return reader.received
+    return await reader.to_clean_end()
 
 
 async def paced_stream(
@@ -110,11 +102,11 @@ async def known_streams(proxy: RunningProxy, upstream: FakeUpstream) -> str:
     clean end of body); then scrape."""
     await paced_stream(proxy, upstream, "one", "two", "three", usage=USAGE)
     upstream.enqueue(Script(steps=chat_stream("solo")))
-    assert (await (await proxy.post("/v1/chat/completions", CHAT)).read()).endswith(DONE)
+    assert (await (await proxy.post("/v1/chat/completions", CHAT)).read()).endswith(OPENAI_DONE)
     upstream.enqueue(Script(steps=[ROLE, chat_chunk("cut")]))
     await ignore((await proxy.post("/v1/chat/completions", CHAT)).read())
-    await finished_lines(proxy, 3)
-    return await scrape(proxy)
+    await proxy.finished_lines(3)
+    return await proxy.scrape()
 
 
 TTFT = "llm_proxy_ttft_seconds"
@@ -132,7 +124,7 @@ async def test_request_counts_and_timings(proxy: RunningProxy, upstream: FakeUps
     assert sample_value(text, duration, route="openai", outcome="completed") == 2
     assert sample_value(text, duration, route="openai", outcome="truncated") == 1
     assert sample_value(text, "llm_proxy_active_streams", route="openai") == 0
-    durations = sum(line["duration_ms"] for line in proxy.finished_lines()) / 1000
+    durations = sum(line["duration_ms"] for line in await proxy.finished_lines(3)) / 1000
     observed = sum(value for name, _, value in samples(text)
                    if name == "llm_proxy_stream_duration_seconds_sum")  # fmt: skip
     assert observed == pytest.approx(durations, abs=0.001 * 3)  # the log rounds to 0.1 ms
@@ -162,7 +154,7 @@ async def test_content_sent_before_an_upstream_failure_is_delivered_and_counted(
     assert b'"error"' in body  # the failure is reported in-band...
     assert b'"partial"' in body  # ...after the words the model had already produced
     assert body.index(b'"partial"') < body.index(b'"error"')
-    line = await last_finished(proxy)
+    line = await proxy.finished_line()
     assert line["outcome"] == "upstream_error"
     assert (line["output_tokens"], line["tokens_source"]) == (1, "counted")
     assert line["ttft_ms"] is not None
@@ -183,9 +175,9 @@ async def odd_requests(proxy: RunningProxy, upstream: FakeUpstream) -> None:
     """Requests whose raw path, model, user or error text must not become a label value."""
     auth = [("Authorization", f"Bearer {CANARY_CLIENT_KEY}")]
     for path in ("/v1/../secret", "/v1/secret?user=alice", "/%2e%2e/secret"):
-        assert (await raw_request(proxy, path, b"{}", auth)).status == 404
+        assert (await raw_request(proxy.url, path, b"{}", auth)).status == 404
     odd = {**CHAT, "model": "gpt-odd-model-9"}
-    assert (await (await proxy.post("/v1/chat/completions", odd)).read()).endswith(DONE)
+    assert (await (await proxy.post("/v1/chat/completions", odd)).read()).endswith(OPENAI_DONE)
     crash = b'{"error": {"message": "model crashed: secret detail"}}'
     upstream.enqueue(Script(status=500, content_type="application/json", whole_body=crash))
     assert (await proxy.post("/v1/chat/completions", odd)).status == 500
@@ -194,8 +186,8 @@ async def odd_requests(proxy: RunningProxy, upstream: FakeUpstream) -> None:
 
 async def test_label_values_stay_bounded(proxy: RunningProxy, upstream: FakeUpstream) -> None:
     await odd_requests(proxy, upstream)
-    await finished_lines(proxy, 6)
-    text = await scrape(proxy)
+    await proxy.finished_lines(6)
+    text = await proxy.scrape()
     for name, labels, _ in samples(text):
         for key, value in labels.items():
             if key == "le":
@@ -215,9 +207,9 @@ async def test_label_values_stay_bounded(proxy: RunningProxy, upstream: FakeUpst
 HOLD_S = 0.25
 
 TTFT_STREAMS: dict[str, tuple[str, dict[str, Any], list[bytes], list[bytes]]] = {
-    "openai": ("/v1/chat/completions", CHAT, [ROLE], [chat_chunk("Hello"), DONE]),
+    "openai": ("/v1/chat/completions", CHAT, [ROLE], [chat_chunk("Hello"), OPENAI_DONE]),
     "anthropic": (
-        "/v1/messages", MESSAGES, [MESSAGE_START, BLOCK_START, ANTHROPIC_PING],
+        "/v1/messages", MESSAGES, [MESSAGE_START, CONTENT_BLOCK_START, ANTHROPIC_PING],
         [text_delta("Hello"), message_delta(1), MESSAGE_STOP],
     ),
 }  # fmt: skip
@@ -232,17 +224,17 @@ async def test_ttft_counts_from_the_first_content_event(
     upstream.enqueue(Script(steps=[*preamble, Hold(gate), *content]))
     loop = asyncio.get_running_loop()
     started = loop.time()
-    reader = EventReader(await proxy.post(path, payload))
+    reader = ClientStream(await proxy.post(path, payload))
     for event in preamble:  # relayed before any content: none of them is a first token
         assert await reader.next_event() == event
     loop.call_later(HOLD_S, gate.set)
-    await reader.until(b"Hello")
+    await reader.event_with(b"Hello")
     client_ttft_ms = (loop.time() - started) * 1000
-    await reader.rest()
-    ttft_ms = (await last_finished(proxy))["ttft_ms"]
+    await reader.to_clean_end()
+    ttft_ms = (await proxy.finished_line())["ttft_ms"]
     assert ttft_ms >= HOLD_S * 1000
     assert ttft_ms <= client_ttft_ms + 1  # the proxy wrote it before the client could read it
-    observed = sample_value(await scrape(proxy), "llm_proxy_ttft_seconds_sum", route=dialect)
+    observed = sample_value(await proxy.scrape(), "llm_proxy_ttft_seconds_sum", route=dialect)
     assert observed == pytest.approx(ttft_ms / 1000, abs=0.001)
 
 
@@ -251,17 +243,17 @@ async def test_a_streams_first_byte_is_its_first_body_byte(
 ) -> None:
     """Headers at once, the first event after HOLD_S, the rest HOLD_S later still."""
     first, rest = asyncio.Event(), asyncio.Event()
-    upstream.enqueue(Script(steps=[Hold(first), ROLE, chat_chunk("Hi"), Hold(rest), DONE]))
+    upstream.enqueue(Script(steps=[Hold(first), ROLE, chat_chunk("Hi"), Hold(rest), OPENAI_DONE]))
     request = asyncio.ensure_future(proxy.post("/v1/chat/completions", CHAT))
     await eventually(lambda: len(upstream.requests) == 1, "the upstream has the request")
     loop = asyncio.get_running_loop()
     loop.call_later(HOLD_S, first.set)  # deliberate pauses, the scripted upstream's pace
     loop.call_later(2 * HOLD_S, rest.set)
-    assert (await (await request).read()).endswith(DONE)
-    line = await last_finished(proxy)
+    assert (await (await request).read()).endswith(OPENAI_DONE)
+    line = await proxy.finished_line()
     assert line["upstream_first_byte_ms"] >= HOLD_S * 1000
     assert line["duration_ms"] - line["upstream_first_byte_ms"] >= HOLD_S * 1000 / 2
-    text = await scrape(proxy)
+    text = await proxy.scrape()
     first_byte = sample_value(text, "llm_proxy_upstream_first_byte_seconds_sum", route="openai")
     assert first_byte == pytest.approx(line["upstream_first_byte_ms"] / 1000, abs=0.001)
 
@@ -280,7 +272,7 @@ async def test_a_whole_bodys_first_byte_is_when_it_starts_arriving_not_when_it_e
     await eventually(lambda: len(upstream.requests) == 1, "the upstream has the request")
     asyncio.get_running_loop().call_later(HOLD_S, gate.set)  # its first bytes are on the way
     assert await (await request).read() == body
-    line = await last_finished(proxy)
+    line = await proxy.finished_line()
     assert line["duration_ms"] - line["upstream_first_byte_ms"] >= HOLD_S * 1000 / 2
 
 
@@ -300,13 +292,12 @@ async def stream_with_heartbeats(
     first = asyncio.Event()
     upstream.enqueue(Script(steps=[Hold(first), *script.steps]))
     response = await proxy.post("/v1/chat/completions", CHAT, **{"X-Request-Id": request_id})
-    reader = EventReader(response)
-    assert await reader.next_event() == PING
+    reader = ClientStream(response)
+    assert await reader.next_event() == HEARTBEAT
     first.set()
-    await reader.until(b'"Hello"')
+    await reader.event_with(b'"Hello"')
     gates[0].set()
-    await reader.rest()
-    return response, reader.received
+    return response, await reader.to_clean_end()
 
 
 async def test_finished_line_describes_the_stream(
@@ -314,7 +305,7 @@ async def test_finished_line_describes_the_stream(
 ) -> None:
     proxy = await start_proxy(edit=set_defaults(heartbeat_s=0.05))
     response, received = await stream_with_heartbeats(proxy, upstream, "client-req.42:abc")
-    line = await last_finished(proxy)
+    line = await proxy.finished_line()
     assert set(line) >= FIELDS
     assert line["request_id"] == response.headers["X-Request-Id"] == "client-req.42:abc"
     sent = {name.lower(): value for name, value in upstream.requests[0].headers.items()}
@@ -325,7 +316,7 @@ async def test_finished_line_describes_the_stream(
     assert {key: line[key] for key in expected} == expected
     assert 0 < line["ttft_ms"] <= line["duration_ms"]
     assert line["tokens_per_s"] > 0
-    assert line["heartbeats"] == received.count(PING) >= 1
+    assert line["heartbeats"] == received.count(HEARTBEAT) >= 1
     assert line["bytes_out"] == len(received)
 
 
@@ -343,7 +334,7 @@ async def test_an_insane_client_request_id_is_replaced(
         await response.read()
         assert response.headers["X-Request-Id"] != offered
         assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-Id"])
-        line = await last_finished(proxy, count)
+        line = await proxy.finished_line(count)
         assert line["request_id"] == response.headers["X-Request-Id"]
 
 
@@ -351,7 +342,7 @@ async def test_a_request_id_with_a_newline_is_refused_by_the_http_parser(
     proxy: RunningProxy, upstream: FakeUpstream
 ) -> None:
     head = [("Authorization", f"Bearer {CANARY_CLIENT_KEY}"), ("X-Request-Id", "abc\n\tinjected")]
-    response = await raw_request(proxy, "/v1/chat/completions", json.dumps(CHAT).encode(), head)
+    response = await raw_request(proxy.url, "/v1/chat/completions", json.dumps(CHAT).encode(), head)
     assert response.status == 400
     assert upstream.requests == []
     assert proxy.log_lines()  # aiohttp logged the bad request; every line still parses as JSON
@@ -404,7 +395,7 @@ async def echo_after_commit(proxy: RunningProxy, upstream: FakeUpstream, seen: S
         )
     )
     response = await proxy.post("/v1/messages", MESSAGES)
-    assert await response.content.readuntil(b"\n\n") == PING
+    assert await response.content.readuntil(b"\n\n") == HEARTBEAT
     gate.set()
     await seen.response(response)
     assert "authentication_error" in seen.texts[-1]
@@ -416,7 +407,7 @@ async def broken_streams(proxy: RunningProxy, upstream: FakeUpstream, seen: Seen
         Script(steps=[ROLE, chat_chunk("a"), Reset()]),
         Script(steps=[ROLE, chat_chunk("a"), Hold(never)]),  # idle timeout
         Script(steps=chat_stream("a"), hold_headers=never),  # first-byte timeout
-        Script(steps=[ROLE, chat_chunk("boom"), DONE]),  # proxy code raises
+        Script(steps=[ROLE, chat_chunk("boom"), OPENAI_DONE]),  # proxy code raises
     )
     for _ in range(4):
         await seen.response(await proxy.post("/v1/chat/completions", CHAT))
@@ -432,7 +423,7 @@ async def refused_requests(proxy: RunningProxy, upstream: FakeUpstream, seen: Se
         )
     )
     gate = asyncio.Event()
-    upstream.enqueue(*(Script(steps=[ROLE, Hold(gate), DONE]) for _ in range(2)))
+    upstream.enqueue(*(Script(steps=[ROLE, Hold(gate), OPENAI_DONE]) for _ in range(2)))
     held = [await proxy.post("/v1/chat/completions", CHAT) for _ in range(2)]
     await seen.response(await proxy.post("/v1/chat/completions", CHAT))  # 429
     gate.set()
@@ -461,7 +452,7 @@ def canary_config(document: dict[str, Any]) -> None:
     document["routes"][1]["heartbeat_s"] = 0.05
     dead = {
         "name": "dead",
-        "url": f"http://127.0.0.1:{closed_port()}",
+        "url": f"http://127.0.0.1:{unused_port()}",
         "api_key_env": "CANARY_UPSTREAM_KEY",
     }
     document["routes"].append(
@@ -484,11 +475,11 @@ async def test_no_canary_key_in_any_log_metric_body_or_header(
     seen = Seen()
     for scenario in SCENARIOS:
         await scenario(proxy, upstream, seen)
-    outcomes = {line["outcome"] for line in await finished_lines(proxy, 22)}
+    outcomes = {line["outcome"] for line in await proxy.finished_lines(22)}
     assert outcomes >= {"completed", "upstream_error", "upstream_timeout", "rejected",
                         "truncated", "client_disconnected",
                         "internal_error"}  # fmt: skip
-    everything = "\n".join([proxy.log_stream.getvalue(), await scrape(proxy), *seen.texts])
+    everything = "\n".join([proxy.log_stream.getvalue(), await proxy.scrape(), *seen.texts])
     for key in (CANARY_UPSTREAM_KEY, CANARY_CLIENT_KEY):
         assert key not in everything
 

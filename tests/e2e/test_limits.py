@@ -17,28 +17,25 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import CANARY_CLIENT_KEY, ProxyFactory, RunningProxy
-from tests.fake_upstream import FakeUpstream, Hold, Reset, Script, Step
-from tests.phase_helpers import (
-    CHAT,
-    DONE,
+from tests.support.client_stream import ignore
+from tests.support.config_edits import Edit, add_user, set_defaults
+from tests.support.fake_upstream import FakeUpstream, Hold, Reset, Script
+from tests.support.outcome_checks import slots_released
+from tests.support.patches import explode_on_boom
+from tests.support.raw_http import RawClient, request_bytes
+from tests.support.request_bodies import CHAT, MESSAGES
+from tests.support.running_proxy import CANARY_CLIENT_KEY, ProxyFactory, RunningProxy
+from tests.support.sse_builders import (
     MESSAGE_START,
-    MESSAGES,
+    OPENAI_DONE,
     ROLE,
-    Edit,
-    RawClient,
-    add_user,
     chat_chunk,
     chat_stream,
-    eventually,
-    explode_on_boom,
-    finished_lines,
-    ignore,
-    request_bytes,
-    set_defaults,
-    slots_released,
+    cut_at,
+    sent_bytes,
     text_delta,
 )
+from tests.support.waits import eventually
 
 CHAT_BODY = b'{"model": "gpt-test", "stream": true}'
 
@@ -54,7 +51,7 @@ async def open_held_stream(
     proxy: RunningProxy, upstream: FakeUpstream, gate: asyncio.Event, **headers: str
 ) -> aiohttp.ClientResponse:
     """An admitted stream whose upstream waits for `gate` after the role chunk."""
-    upstream.enqueue(Script(steps=[ROLE, Hold(gate), chat_chunk("x"), DONE]))
+    upstream.enqueue(Script(steps=[ROLE, Hold(gate), chat_chunk("x"), OPENAI_DONE]))
     response = await proxy.post("/v1/chat/completions", CHAT, **headers)
     assert response.status == 200, await response.text()
     return response
@@ -63,11 +60,11 @@ async def open_held_stream(
 async def finish_all(gate: asyncio.Event, responses: list[aiohttp.ClientResponse]) -> None:
     gate.set()
     for response in responses:
-        assert (await response.read()).endswith(DONE)
+        assert (await response.read()).endswith(OPENAI_DONE)
 
 
 def active_gauge(proxy: RunningProxy) -> float | None:
-    return proxy.metric("llm_proxy_active_streams", {"route": "openai"})
+    return proxy.metric("llm_proxy_active_streams", route="openai")
 
 
 # --- who is refused ---
@@ -86,9 +83,9 @@ async def test_the_stream_beyond_the_limit_is_429_and_never_reaches_the_upstream
     assert "at most 2 streams" in error["message"]
     assert len(upstream.requests) == 2
     labels = {"route": "openai", "reason": "concurrency"}
-    assert proxy.metric("llm_proxy_limit_rejections_total", labels) == 1
+    assert proxy.metric("llm_proxy_limit_rejections_total", **labels) == 1
     rejected = {"route": "openai", "stream": "true", "outcome": "rejected"}
-    assert proxy.metric("llm_proxy_requests_total", rejected) == 1
+    assert proxy.metric("llm_proxy_requests_total", **rejected) == 1
     await finish_all(gate, held)
     await slots_released(proxy)
 
@@ -125,7 +122,7 @@ class Ending:
 async def completes(proxy: RunningProxy, upstream: FakeUpstream, never: asyncio.Event) -> None:
     upstream.enqueue(Script(steps=chat_stream("a", "b")))
     response = await proxy.post("/v1/chat/completions", CHAT)
-    assert (await response.read()).endswith(DONE)
+    assert (await response.read()).endswith(OPENAI_DONE)
 
 
 async def upstream_refuses(proxy: RunningProxy, upstream: FakeUpstream, _: asyncio.Event) -> None:
@@ -171,7 +168,7 @@ async def leaves_before_headers(
 async def leaves_mid_stream(
     proxy: RunningProxy, upstream: FakeUpstream, never: asyncio.Event
 ) -> None:
-    upstream.enqueue(Script(steps=[ROLE, chat_chunk("first"), Hold(never), DONE]))
+    upstream.enqueue(Script(steps=[ROLE, chat_chunk("first"), Hold(never), OPENAI_DONE]))
     client = await RawClient.connect(proxy.url)
     await client.send(raw_chat())
     await client.reader.readuntil(b'"first"')
@@ -189,7 +186,7 @@ async def leaves_during_a_heartbeat_wait(
 
 
 async def proxy_code_raises(proxy: RunningProxy, upstream: FakeUpstream, _: asyncio.Event) -> None:
-    upstream.enqueue(Script(steps=[ROLE, chat_chunk("boom"), chat_chunk("b"), DONE]))
+    upstream.enqueue(Script(steps=[ROLE, chat_chunk("boom"), chat_chunk("b"), OPENAI_DONE]))
     response = await proxy.post("/v1/chat/completions", CHAT)
     assert response.status == 200
     await ignore(response.read())
@@ -231,7 +228,7 @@ async def test_every_ending_releases_the_slot_exactly_once(
     try:
         async with witness(proxy, upstream):
             await ending.run(proxy, upstream, never)
-            assert (await finished_lines(proxy, 1))[0]["outcome"] == ending.outcome
+            assert (await proxy.finished_lines(1))[0]["outcome"] == ending.outcome
             await slots_released(proxy, held=1)  # the witness's slot, and only that
     finally:
         never.set()
@@ -239,7 +236,7 @@ async def test_every_ending_releases_the_slot_exactly_once(
     assert active_gauge(proxy) == 0
     for _ in range(2):  # both slots are usable again
         response = await proxy.post("/v1/chat/completions", CHAT)
-        assert (await response.read()).endswith(DONE)
+        assert (await response.read()).endswith(OPENAI_DONE)
 
 
 # --- random cancellation points ---
@@ -255,10 +252,9 @@ def random_script(rng: random.Random, stage: str, gate: asyncio.Event) -> Script
         return Script(steps=[Hold(gate), *steps])
     if stage == "first-event":
         return Script(steps=[steps[0], Hold(gate), *steps[1:]])
-    data = b"".join(step for step in steps if isinstance(step, bytes))
-    cuts = sorted(rng.sample(range(1, len(data)), rng.randint(0, 6)))
-    pieces: list[Step] = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
-    return Script(steps=pieces)
+    data = sent_bytes(steps)
+    cuts = rng.sample(range(1, len(data)), rng.randint(0, 6))
+    return Script(steps=list(cut_at(data, set(cuts))))
 
 
 async def leave_at_random(
@@ -296,6 +292,6 @@ async def test_slots_return_when_clients_leave_at_random_moments(
         gate.set()
         await slots_released(proxy)
         assert active_gauge(proxy) == 0, f"seed {seed}"
-    assert len(await finished_lines(proxy, streams)) == streams  # each logged exactly once
+    assert len(await proxy.finished_lines(streams)) == streams  # each logged exactly once
     response = await proxy.post("/v1/chat/completions", CHAT)
-    assert (await response.read()).endswith(DONE)
+    assert (await response.read()).endswith(OPENAI_DONE)

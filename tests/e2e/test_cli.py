@@ -27,7 +27,9 @@ from typing import Any
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.ports import unused_port
+
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "example.yaml"
 DEMO = ROOT / "config" / "demo.yaml"
 PYTHON = sys.executable
@@ -63,13 +65,6 @@ def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str
 
 def proxy_command(*args: str) -> list[str]:
     return [PYTHON, "-m", "proxy", *args]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @contextmanager
@@ -214,7 +209,7 @@ def test_a_broken_config_exits_1_naming_the_key_path(
     spoil(document)
     path = tmp_path / "broken.yaml"
     path.write_text(yaml.safe_dump(document), encoding="utf-8")
-    mode = ["--check-config"] if check_only else ["--port", str(free_port())]
+    mode = ["--check-config"] if check_only else ["--port", str(unused_port())]
 
     # Startup must refuse before serving: a proxy that started would hit the run timeout.
     result = run(proxy_command("--config", str(path), *mode), environment())
@@ -276,7 +271,7 @@ def test_proxy_process_streams_logs_json_and_stops_on_sigterm(
         tmp_path, demo_url, lambda text: text.replace("format: console", "format: json")
     )
     assert "port: 8080" in config.read_text(encoding="utf-8")  # overridden by --port below
-    port = free_port()
+    port = unused_port()
     url = f"http://127.0.0.1:{port}"
     command = proxy_command("--config", str(config), "--host", "127.0.0.1", "--port", str(port))
 
@@ -358,7 +353,7 @@ def test_a_failure_to_listen_is_one_clean_error_and_exit_1(
 
 def test_console_format_from_demo_yaml_is_not_json(tmp_path: Path, demo_url: str) -> None:
     config = demo_config(tmp_path, demo_url)
-    port = free_port()
+    port = unused_port()
     url = f"http://127.0.0.1:{port}"
 
     with spawned(
@@ -394,7 +389,7 @@ def test_a_second_signal_during_the_grace_period_does_not_cut_open_streams(
         config = demo_config(
             tmp_path, slow_demo, lambda text: text.replace("format: console", "format: json")
         )
-        port = free_port()
+        port = unused_port()
         url = f"http://127.0.0.1:{port}"
         with spawned(proxy_command("--config", str(config), "--port", str(port)),
                      environment()) as proxy:  # fmt: skip
@@ -425,7 +420,7 @@ def test_during_the_shutdown_delay_readyz_says_503_and_requests_are_still_served
         return text.replace("server:\n", "server:\n  shutdown_delay_s: 30\n", 1)
 
     config = demo_config(tmp_path, demo_url, edit)
-    port = free_port()
+    port = unused_port()
     url = f"http://127.0.0.1:{port}"
     with spawned(proxy_command("--config", str(config), "--port", str(port)),
                  environment()) as proxy:  # fmt: skip

@@ -18,35 +18,26 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import (
+from tests.support.client_stream import ClientStream
+from tests.support.config_edits import Edit, add_user, compose, set_defaults
+from tests.support.fake_upstream import FakeUpstream, Hold, Script
+from tests.support.patches import spy_on_acquire
+from tests.support.ports import unused_port
+from tests.support.raw_http import RawClient, raw_request, request_bytes
+from tests.support.request_bodies import CHAT, MESSAGES, PLAIN
+from tests.support.running_proxy import (
     CANARY_CLIENT_KEY,
     CANARY_UPSTREAM_KEY,
     ProxyFactory,
     RunningProxy,
 )
-from tests.fake_upstream import FakeUpstream, Hold, Script
-from tests.phase_helpers import (
-    CHAT,
-    DONE,
+from tests.support.sse_builders import (
     MESSAGE_STOP,
-    MESSAGES,
-    PLAIN,
+    OPENAI_DONE,
     ROLE,
-    Edit,
-    EventReader,
-    RawClient,
-    add_user,
     anthropic_stream,
     chat_chunk,
     chat_stream,
-    closed_port,
-    compose,
-    finished_lines,
-    last_finished,
-    raw_request,
-    request_bytes,
-    set_defaults,
-    spy_on_acquire,
 )
 
 WRONG_KEY = "pk-wrong-key-0d9c8b7a6f"
@@ -100,7 +91,7 @@ async def test_bearer_and_x_api_key_both_authenticate(
     upstream.enqueue(Script(steps=anthropic_stream("Hi")))
     api_key = await post_with(proxy, "/v1/messages", MESSAGES, {"x-api-key": CANARY_CLIENT_KEY})
     assert (await completed(api_key)).endswith(MESSAGE_STOP)
-    assert [line["user"] for line in proxy.finished_lines()] == ["alice", "alice"]
+    assert [line["user"] for line in await proxy.finished_lines(2)] == ["alice", "alice"]
     assert len(upstream.requests) == 2
 
 
@@ -122,8 +113,8 @@ async def test_missing_or_unknown_key_is_401_in_openai_shape(
     assert WRONG_KEY not in await response.text()
     assert WRONG_KEY not in str(response.headers)
     assert upstream.requests == []
-    assert (await last_finished(proxy))["status"] == 401
-    assert proxy.metric("llm_proxy_client_errors_total", {"status": "401"}) == 1
+    assert (await proxy.finished_line())["status"] == 401
+    assert proxy.metric("llm_proxy_client_errors_total", status="401") == 1
 
 
 async def test_401_on_messages_is_in_anthropic_shape(
@@ -166,7 +157,7 @@ async def test_header_mode_names_the_user_and_keeps_the_header_from_the_upstream
     proxy = await start_proxy(edit=header_auth("X-Trusted-User"))
     response = await post_with(proxy, "/v1/chat/completions", CHAT, {"X-Trusted-User": "carol"})
     await completed(response)
-    assert (await last_finished(proxy))["user"] == "carol"
+    assert (await proxy.finished_line())["user"] == "carol"
     seen = {name.lower() for name in upstream.requests[0].headers}
     assert "x-trusted-user" not in seen
     assert upstream.requests[0].headers["Authorization"] == f"Bearer {CANARY_UPSTREAM_KEY}"
@@ -188,7 +179,7 @@ async def test_mode_none_logs_the_user_as_anonymous(
 ) -> None:
     proxy = await start_proxy(edit=lambda document: document.update(auth={"mode": "none"}))
     await completed(await post_with(proxy, "/v1/chat/completions", CHAT, {}))
-    assert (await last_finished(proxy))["user"] == "anonymous"
+    assert (await proxy.finished_line())["user"] == "anonymous"
     assert len(upstream.requests) == 1
 
 
@@ -247,7 +238,7 @@ async def test_upstream_gets_no_client_credentials_or_hop_by_hop_headers(
     proxy: RunningProxy, upstream: FakeUpstream
 ) -> None:
     body = json.dumps(CHAT).encode()
-    response = await raw_request(proxy, "/v1/chat/completions", body, HOP_BY_HOP_REQUEST)
+    response = await raw_request(proxy.url, "/v1/chat/completions", body, HOP_BY_HOP_REQUEST)
     assert response.status == 200
     seen = {name.lower(): value for name, value in upstream.requests[0].headers.items()}
     for name in NEVER_FORWARDED:
@@ -279,7 +270,7 @@ async def test_the_first_route_in_file_order_that_matches_wins(
     proxy = await start_proxy(edit=catch_all_route(catch_all_first))
     for model in ("gpt-test", "llama-3"):
         await completed(await proxy.post("/v1/chat/completions", {**CHAT, "model": model}))
-    assert [line["route"] for line in await finished_lines(proxy, 2)] == expected
+    assert [line["route"] for line in await proxy.finished_lines(2)] == expected
 
 
 async def test_an_absolute_form_request_target_reaches_the_upstream_as_a_path(
@@ -287,7 +278,7 @@ async def test_an_absolute_form_request_target_reaches_the_upstream_as_a_path(
 ) -> None:
     auth = [("Authorization", f"Bearer {CANARY_CLIENT_KEY}")]
     target = proxy.url + "/v1/chat/completions?trace=1"  # as a client configured as a proxy sends
-    response = await raw_request(proxy, target, json.dumps(CHAT).encode(), auth)
+    response = await raw_request(proxy.url, target, json.dumps(CHAT).encode(), auth)
     assert response.status == 200
     assert upstream.requests[0].path == "/v1/chat/completions?trace=1"
 
@@ -352,8 +343,10 @@ CLIENT_ERRORS = [
                              404, "not_found_error"), id="model-matches-no-route"),
     pytest.param(ClientError("/v1/chat/completions", b'{"stream": true}', 400,
                              "invalid_request_error"), id="model-missing"),
-    pytest.param(ClientError("/v1/chat/completions", b"", 405, "invalid_request_error",
-                             method="GET"), id="get"),
+    pytest.param(ClientError("/v1/chat/completions", b"", 400, "invalid_request_error",
+                             method="GET"), id="get-without-a-model-on-a-path-routed-by-model"),
+    pytest.param(ClientError("/v1/nowhere", b"", 404, "not_found_error", method="DELETE"),
+                 id="any-method-on-an-unrouted-path"),
 ]  # fmt: skip
 
 
@@ -371,11 +364,11 @@ async def test_client_error_touches_neither_upstream_nor_slot(
     )
     assert response.status == case.status
     assert_error(case.dialect, await response.json(), case.error_type)
-    line = await last_finished(proxy)
+    line = await proxy.finished_line()
     assert (line["status"], line["route"]) == (case.status, None)
     assert upstream.requests == []
     assert acquired == []
-    assert proxy.metric("llm_proxy_client_errors_total", {"status": str(case.status)}) == 1
+    assert proxy.metric("llm_proxy_client_errors_total", status=str(case.status)) == 1
     assert proxy.metric("llm_proxy_requests_total") is None  # not counted under any route
 
 
@@ -419,11 +412,11 @@ async def test_a_body_the_proxy_cannot_read_is_a_client_error(
 ) -> None:
     proxy = await start_proxy(edit=set_defaults(timeouts={"client_stall_s": 0.3}))
     auth = ("Authorization", f"Bearer {CANARY_CLIENT_KEY}")
-    response = await raw_request(proxy, "/v1/chat/completions", sent, [auth, *headers])
+    response = await raw_request(proxy.url, "/v1/chat/completions", sent, [auth, *headers])
     assert response.status == status
     assert_openai_error(json.loads(response.body), error_type)
     assert upstream.requests == []
-    assert proxy.metric("llm_proxy_client_errors_total", {"status": str(status)}) == 1
+    assert proxy.metric("llm_proxy_client_errors_total", status=str(status)) == 1
 
 
 async def test_client_errors_are_not_logged_as_internal_errors(
@@ -437,7 +430,7 @@ async def test_client_errors_are_not_logged_as_internal_errors(
             case.method, proxy.url + case.path, data=case.body, headers=proxy.headers()
         )
     await post_with(proxy, "/v1/chat/completions", CHAT, {})  # 401
-    lines = await finished_lines(proxy, len(CLIENT_ERRORS) + 1)
+    lines = await proxy.finished_lines(len(CLIENT_ERRORS) + 1)
     assert [line["outcome"] for line in lines] == ["rejected"] * len(lines)
 
 
@@ -464,13 +457,13 @@ def which(upstream: FakeUpstream) -> list[str]:
 async def test_connect_failure_fails_over_to_the_next_upstream(
     start_proxy: ProxyFactory, upstream: FakeUpstream
 ) -> None:
-    dead = f"http://127.0.0.1:{closed_port()}"
+    dead = f"http://127.0.0.1:{unused_port()}"
     proxy = await start_proxy(edit=upstreams(dead, upstream.url))
     upstream.enqueue(Script(steps=chat_stream("Hello")))
     body = await completed(await proxy.post("/v1/chat/completions", CHAT))
     assert b'"Hello"' in body and body.endswith(b"data: [DONE]\n\n")
     assert which(upstream) == ["u1"]
-    line = await last_finished(proxy)
+    line = await proxy.finished_line()
     assert (line["upstream"], line["outcome"]) == ("u1", "completed")
 
 
@@ -516,13 +509,13 @@ async def test_gateway_error_fails_over_to_the_next_upstream(
     body = await completed(await proxy.post("/v1/chat/completions", CHAT))
     assert body.endswith(b"data: [DONE]\n\n")
     assert which(upstream) == ["u0", "u1"]
-    assert (await last_finished(proxy))["upstream"] == "u1"
+    assert (await proxy.finished_line())["upstream"] == "u1"
 
 
 async def test_all_upstreams_failing_is_a_502_naming_no_secret(
     start_proxy: ProxyFactory, upstream: FakeUpstream
 ) -> None:
-    dead = f"http://127.0.0.1:{closed_port()}"
+    dead = f"http://127.0.0.1:{unused_port()}"
     proxy = await start_proxy(edit=upstreams(upstream.url, dead))
     upstream.enqueue(refusal(503))
     response = await proxy.post("/v1/chat/completions", CHAT)
@@ -531,7 +524,7 @@ async def test_all_upstreams_failing_is_a_502_naming_no_secret(
     text = await response.text()
     for secret in (CANARY_UPSTREAM_KEY, CANARY_CLIENT_KEY):
         assert secret not in text and secret not in str(response.headers)
-    line = await last_finished(proxy)
+    line = await proxy.finished_line()
     assert (line["status"], line["outcome"]) == (502, "upstream_error")
 
 
@@ -546,7 +539,7 @@ async def test_upstream_500_is_passed_through_and_not_retried(
     assert response.status == status
     assert await response.read() == body
     assert which(upstream) == ["u0"]
-    line = await last_finished(proxy)
+    line = await proxy.finished_line()
     assert (line["status"], line["outcome"]) == (status, "upstream_error")
 
 
@@ -608,7 +601,7 @@ async def test_slow_upstream_headers_are_a_504(
         response = await proxy.post("/v1/chat/completions", CHAT)
         assert response.status == 504
         assert_openai_error(await response.json(), "timeout_error")
-        line = await last_finished(proxy)
+        line = await proxy.finished_line()
         assert (line["status"], line["outcome"]) == (504, "upstream_timeout")
     finally:
         never.set()
@@ -646,12 +639,14 @@ async def test_an_event_stream_answer_is_relayed_as_a_stream_whatever_the_reques
     """An upstream that accepts `"stream": "true"` (or streams by default) must not have its
     stream gathered into one late body without heartbeats or timeouts."""
     go = asyncio.Event()
-    upstream.enqueue(Script(steps=[ROLE, chat_chunk("early"), Hold(go), chat_chunk("late"), DONE]))
-    reader = EventReader(await proxy.post("/v1/chat/completions", {**PLAIN, **asked}))
-    await reader.until(b'"early"')  # while the upstream still holds the rest
+    upstream.enqueue(
+        Script(steps=[ROLE, chat_chunk("early"), Hold(go), chat_chunk("late"), OPENAI_DONE])
+    )
+    reader = ClientStream(await proxy.post("/v1/chat/completions", {**PLAIN, **asked}))
+    await reader.event_with(b'"early"')  # while the upstream still holds the rest
     go.set()
-    await reader.rest()
-    line = await last_finished(proxy)
+    await reader.to_clean_end()
+    line = await proxy.finished_line()
     assert (line["stream"], line["outcome"], line["output_tokens"]) == (True, "completed", 2)
 
 
@@ -667,8 +662,8 @@ async def test_an_event_stream_answer_that_took_its_time_still_gets_its_first_by
     loop.call_later(0.5, answer.set)  # headers after 2.5x first_byte_s
     loop.call_later(0.6, first.set)  # and the first event 0.1 s after them
     response = await proxy.post("/v1/chat/completions", PLAIN)
-    assert (await response.read()).endswith(DONE)
-    assert (await last_finished(proxy))["outcome"] == "completed"
+    assert (await response.read()).endswith(OPENAI_DONE)
+    assert (await proxy.finished_line())["outcome"] == "completed"
 
 
 # The operator's account at the provider, and what only holds for the provider's own host.
@@ -691,15 +686,15 @@ async def test_non_streaming_request_is_proxied_and_its_usage_counted(
     assert await response.read() == body
     assert response.headers["x-ratelimit-remaining-tokens"] == "999"
     assert not set(OPERATOR_ONLY) & {name.lower() for name in response.headers}
-    line = await last_finished(proxy)
+    line = await proxy.finished_line()
     assert line["ttft_ms"] is None
     assert (line["stream"], line["outcome"], line["output_tokens"]) == (False, "completed", 7)
     output = {"route": "openai", "source": "usage"}
-    assert proxy.metric("llm_proxy_output_tokens_total", output) == 7
+    assert proxy.metric("llm_proxy_output_tokens_total", **output) == 7
     plain = {"route": "openai", "stream": "false", "outcome": "completed"}
-    assert proxy.metric("llm_proxy_requests_total", plain) == 1
-    assert proxy.metric("llm_proxy_input_tokens_total", {"route": "openai"}) == 11
-    assert proxy.metric("llm_proxy_ttft_seconds_count", {"route": "openai"}) is None
+    assert proxy.metric("llm_proxy_requests_total", **plain) == 1
+    assert proxy.metric("llm_proxy_input_tokens_total", route="openai") == 11
+    assert proxy.metric("llm_proxy_ttft_seconds_count", route="openai") is None
 
 
 async def test_anthropic_non_streaming_usage_is_counted(
@@ -716,6 +711,6 @@ async def test_anthropic_non_streaming_usage_is_counted(
     payload = {key: value for key, value in MESSAGES.items() if key != "stream"}
     response = await post_with(proxy, "/v1/messages", payload, {"x-api-key": "k-dora"})
     assert await response.json() == message
-    line = await last_finished(proxy)
+    line = await proxy.finished_line()
     assert (line["user"], line["output_tokens"], line["ttft_ms"]) == ("dora", 3, None)
-    assert proxy.metric("llm_proxy_input_tokens_total", {"route": "anthropic"}) == 9
+    assert proxy.metric("llm_proxy_input_tokens_total", route="anthropic") == 9

@@ -30,9 +30,14 @@ from proxy.demo.text import (
     ResponsesRenderer,
     make_reply,
 )
-from tests.conftest import CANARY_CLIENT_KEY, CANARY_UPSTREAM_KEY, ProxyFactory, RunningProxy
-from tests.fake_upstream import Close, FakeUpstream, Hold, Reset, Script, Step
-from tests.sdk_clients import local_anthropic, local_openai
+from tests.support.fake_upstream import Close, FakeUpstream, Hold, Reset, Script, Step
+from tests.support.running_proxy import (
+    CANARY_CLIENT_KEY,
+    CANARY_UPSTREAM_KEY,
+    ProxyFactory,
+    RunningProxy,
+)
+from tests.support.sdk_clients import local_anthropic, local_openai
 
 USER_TEXT = "Hello there, how are you?"
 PROMPT_WORDS = 5  # the demo counts the words of every prompt text
@@ -111,18 +116,6 @@ async def fake_claude(proxy: RunningProxy) -> AsyncIterator[anthropic.AsyncAnthr
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-async def finished_lines(proxy: RunningProxy, count: int) -> list[dict[str, Any]]:
-    """The `stream.finished` lines once there are `count` (a streamed response can reach the
-    client a moment before the handler's `finally` writes its line): a bounded poll."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 5
-    while len(lines := proxy.finished_lines()) < count:
-        assert loop.time() < deadline, f"expected {count} stream.finished lines, got {lines}"
-        await asyncio.sleep(0.005)
-    assert len(lines) == count, lines
-    return lines
 
 
 def assert_completed(
@@ -231,7 +224,7 @@ async def test_chat_stream_joins_to_the_non_streaming_text(
     assert "".join(content) == whole.choices[0].message.content
     assert whole.usage is not None
     assert whole.usage.completion_tokens == len(content)
-    streamed, plain = await finished_lines(demo_proxy, 2)
+    streamed, plain = await demo_proxy.finished_lines(2)
     if include_usage:
         usage = chunks[-1].usage
         assert chunks[-1].choices == []
@@ -261,7 +254,7 @@ async def test_completions_stream_and_non_streaming(
     assert whole.choices[0].text.startswith("You said “Say hi”.")
     assert chunks[-1].usage is not None
     assert chunks[-1].usage == whole.usage
-    streamed, plain = await finished_lines(demo_proxy, 2)
+    streamed, plain = await demo_proxy.finished_lines(2)
     assert_completed(streamed, route="openai", stream=True, output_tokens=len(texts),
                      source="usage", input_tokens=2)  # fmt: skip
     assert_completed(plain, route="openai", stream=False, output_tokens=len(texts),
@@ -282,7 +275,7 @@ async def test_responses_create_stream_and_non_streaming(
     assert whole.status == "completed"
     assert whole.usage is not None
     assert whole.usage.output_tokens == len(deltas)
-    streamed, plain = await finished_lines(demo_proxy, 2)
+    streamed, plain = await demo_proxy.finished_lines(2)
     assert_completed(streamed, route="openai", stream=True, output_tokens=len(deltas),
                      source="usage", input_tokens=PROMPT_WORDS)  # fmt: skip
     assert_completed(plain, route="openai", stream=False, output_tokens=len(deltas),
@@ -300,7 +293,7 @@ async def test_responses_stream_helper(oai: openai.AsyncOpenAI, demo_proxy: Runn
     assert final.output_text.startswith(f"You said “{USER_TEXT}”.")
     assert final.usage is not None
     assert final.usage.output_tokens == len(deltas)
-    (line,) = await finished_lines(demo_proxy, 1)
+    (line,) = await demo_proxy.finished_lines(1)
     assert_completed(line, route="openai", stream=True, output_tokens=len(deltas),
                      source="usage", input_tokens=PROMPT_WORDS)  # fmt: skip
 
@@ -330,7 +323,7 @@ async def test_anthropic_stream_helper_raw_stream_and_non_streaming(
     assert final.usage.output_tokens == tokens == len(raw_text)
     assert final.usage.input_tokens == whole.usage.input_tokens == PROMPT_WORDS
 
-    helper, raw_line, plain = await finished_lines(demo_proxy, 3)
+    helper, raw_line, plain = await demo_proxy.finished_lines(3)
     for line in (helper, raw_line):
         assert_completed(line, route="anthropic", stream=True, output_tokens=tokens,
                          source="usage", input_tokens=PROMPT_WORDS)  # fmt: skip
@@ -359,7 +352,7 @@ async def test_openai_chat_stream_broken_mid_way_raises(
     assert type(raised.value) is openai.APIError
     assert isinstance(raised.value.body, dict)
     assert raised.value.body["type"] == "api_error"
-    (line,) = await finished_lines(proxy, 1)
+    (line,) = await proxy.finished_lines(1)
     assert_failed(line, breaks.outcome, 3)
 
 
@@ -388,7 +381,7 @@ async def test_openai_responses_stream_broken_mid_way_raises(
                     got(raw_event.delta)
 
     assert breaks.text == breaks.expected_text
-    (line,) = await finished_lines(proxy, 1)
+    (line,) = await proxy.finished_lines(1)
     assert_failed(line, breaks.outcome, 3)
 
 
@@ -426,7 +419,7 @@ async def test_anthropic_stream_broken_mid_way_raises(
     assert isinstance(raised.value.body, dict)
     assert raised.value.body["type"] == "error"
     assert raised.value.body["error"]["type"] == "api_error"
-    (line,) = await finished_lines(proxy, 1)
+    (line,) = await proxy.finished_lines(1)
     assert_failed(line, breaks.outcome, 3)
     assert line["route"] == "anthropic"
 
@@ -448,7 +441,7 @@ async def test_events_that_arrive_with_the_failure_still_reach_the_sdk(
             received.append(chunk.choices[0].delta.content or "")
 
     assert "".join(received) == expected_text
-    (line,) = await finished_lines(proxy, 1)
+    (line,) = await proxy.finished_lines(1)
     assert_failed(line, outcome, 3)
 
 
@@ -484,7 +477,7 @@ async def test_upstream_error_events_are_relayed_and_raised(
     assert "".join(pieces) == claude_text
     assert raised.value.body == claude_error  # the upstream's own event, not a second one
 
-    lines = await finished_lines(proxy, 2)
+    lines = await proxy.finished_lines(2)
     assert [line["outcome"] for line in lines] == ["upstream_error", "upstream_error"]
 
 
@@ -515,7 +508,7 @@ async def test_sdk_requests_reach_the_upstream_with_its_key_and_not_the_clients(
     for seen in (chat_request, claude_request):
         assert CANARY_CLIENT_KEY not in repr(seen.headers)
         assert seen.headers["Accept-Encoding"] == "identity"
-    lines = await finished_lines(proxy, 2)
+    lines = await proxy.finished_lines(2)
     assert [line["outcome"] for line in lines] == ["completed", "completed"]
 
 
@@ -534,7 +527,7 @@ async def test_wrong_key_is_an_authentication_error(demo_proxy: RunningProxy) ->
     assert oai_raised.value.status_code == claude_raised.value.status_code == 401
     assert isinstance(claude_raised.value.body, dict)
     assert claude_raised.value.body["error"]["type"] == "authentication_error"
-    lines = await finished_lines(demo_proxy, 2)
+    lines = await demo_proxy.finished_lines(2)
     assert [line["status"] for line in lines] == [401, 401]
 
 
@@ -584,7 +577,7 @@ async def test_proxy_stream_limit_is_a_rate_limit_error(
         assert error.status_code == 429
         assert error.response.headers["Retry-After"] == "1"
     assert len(upstream.requests) == 1  # rejected requests never reach the upstream
-    rejected = [line for line in await finished_lines(proxy, 3) if line["status"] == 429]
+    rejected = [line for line in await proxy.finished_lines(3) if line["status"] == 429]
     assert [line["outcome"] for line in rejected] == ["rejected", "rejected"]
 
 

@@ -9,39 +9,35 @@ import zlib
 
 import pytest
 
-from tests.conftest import ProxyFactory, RunningProxy
-from tests.fake_upstream import FakeUpstream, Hold, Script, Step
-from tests.relay_support import (
+from tests.support.client_stream import ClientStream, open_stream, read_slowly
+from tests.support.config_edits import set_defaults
+from tests.support.fake_upstream import FakeUpstream, Gate, Hold, Script, Step
+from tests.support.outcome_checks import assert_finished, assert_heartbeats_counted
+from tests.support.request_bodies import payload
+from tests.support.running_proxy import ProxyFactory, RunningProxy
+from tests.support.sse_builders import (
     BOM,
     CHUNKINGS,
     ENDINGS,
     HEARTBEAT,
     OPENAI_DONE,
-    WAIT_S,
-    ClientStream,
     big_stream,
+    chat_chunk,
     chunked,
-    count_heartbeats_at_boundaries,
     cut_at,
-    event_boundaries,
     fidelity_stream,
     head_events,
-    heartbeats_after,
-    openai_event,
-    parse_events,
-    payload,
+    sent_bytes,
     terminator,
 )
-from tests.stream_checks import (
-    Gate,
-    assert_finished,
-    assert_heartbeats_counted,
+from tests.support.sse_checks import (
     assert_sse_headers,
-    open_stream,
-    read_slowly,
-    sent_bytes,
-    settings,
+    count_heartbeats_at_boundaries,
+    event_boundaries,
+    heartbeats_after,
+    parse_events,
 )
+from tests.support.waits import WAIT_S
 
 # --- 1. byte fidelity --------------------------------------------------------------------------
 
@@ -79,7 +75,7 @@ async def test_an_anthropic_stream_is_relayed_byte_for_byte(
 async def test_an_event_reaches_the_client_while_the_upstream_is_stalled(
     proxy: RunningProxy, upstream: FakeUpstream, gate: Gate
 ) -> None:
-    first, second, go = openai_event("first"), openai_event("second"), gate()
+    first, second, go = chat_chunk("first"), chat_chunk("second"), gate()
     upstream.enqueue(Script(steps=[first, Hold(go), second, OPENAI_DONE]))
     client = await open_stream(proxy)
 
@@ -94,13 +90,13 @@ async def test_an_event_reaches_the_client_while_the_upstream_is_stalled(
 async def test_heartbeats_flow_while_the_upstream_stalls_between_events(
     start_proxy: ProxyFactory, upstream: FakeUpstream, gate: Gate
 ) -> None:
-    proxy = await start_proxy(edit=settings(heartbeat_s=0.05))
+    proxy = await start_proxy(edit=set_defaults(heartbeat_s=0.05))
     go = gate()
-    steps: list[Step] = [openai_event("a"), Hold(go), openai_event("b"), OPENAI_DONE]
+    steps: list[Step] = [chat_chunk("a"), Hold(go), chat_chunk("b"), OPENAI_DONE]
     upstream.enqueue(Script(steps=steps))
     client = await open_stream(proxy)
 
-    await client.until(heartbeats_after(openai_event("a"), 2))
+    await client.until(heartbeats_after(chat_chunk("a"), 2))
     go.set()
     beats = count_heartbeats_at_boundaries(await client.to_end(), sent_bytes(steps))
     assert beats >= 2 and client.ended_by is None
@@ -111,9 +107,9 @@ async def test_heartbeats_flow_while_the_upstream_stalls_between_events(
 async def test_heartbeats_before_the_first_upstream_byte_commit_the_stream(
     start_proxy: ProxyFactory, upstream: FakeUpstream, gate: Gate
 ) -> None:
-    proxy = await start_proxy(edit=settings(heartbeat_s=0.05))
+    proxy = await start_proxy(edit=set_defaults(heartbeat_s=0.05))
     answer = gate()
-    steps: list[Step] = [openai_event("late"), OPENAI_DONE]
+    steps: list[Step] = [chat_chunk("late"), OPENAI_DONE]
     upstream.enqueue(Script(steps=steps, hold_headers=answer))
 
     # The response arrives while the upstream has not answered: a heartbeat committed it.
@@ -129,8 +125,8 @@ async def test_heartbeats_before_the_first_upstream_byte_commit_the_stream(
     await assert_heartbeats_counted(proxy, beats)
 
 
-FIRST = openai_event("first")
-SECOND = openai_event("s\u00e9cond")  # its "\u00e9" is b"\xc3\xa9"
+FIRST = chat_chunk("first")
+SECOND = chat_chunk("s\u00e9cond")  # its "\u00e9" is b"\xc3\xa9"
 SECOND_CRLF = SECOND.replace(b"\n", b"\r\n")
 COMMENTED = b": upstream comment\n" + SECOND
 
@@ -156,7 +152,7 @@ SPLIT_EVENTS: dict[str, tuple[bytes, bytes]] = {
 async def test_heartbeats_never_land_inside_an_event(
     start_proxy: ProxyFactory, upstream: FakeUpstream, gate: Gate, half: bytes, rest: bytes
 ) -> None:
-    proxy = await start_proxy(edit=settings(heartbeat_s=0.05))
+    proxy = await start_proxy(edit=set_defaults(heartbeat_s=0.05))
     go = gate()
     steps: list[Step] = [FIRST, half, Hold(go), rest, OPENAI_DONE]
     upstream.enqueue(Script(steps=steps))
@@ -175,7 +171,7 @@ async def test_heartbeats_never_land_inside_an_event(
 
 # --- 8. byte order mark ------------------------------------------------------------------------
 
-BOM_STREAM = openai_event("\ufeffkept") + OPENAI_DONE  # a BOM inside the stream is data
+BOM_STREAM = chat_chunk("\ufeffkept") + OPENAI_DONE  # a BOM inside the stream is data
 BOM_CASES: dict[str, tuple[list[bytes], bytes]] = {
     "leading-bom": ([BOM + BOM_STREAM], BOM_STREAM),
     "bom-alone-in-a-write": ([BOM, BOM_STREAM], BOM_STREAM),
@@ -207,7 +203,7 @@ async def test_a_stream_carries_sse_headers_and_ends_with_the_chunked_terminator
     proxy: RunningProxy, upstream: FakeUpstream
 ) -> None:
     upstream_headers = {"X-Request-Id": "upstream-id-1", "X-Ratelimit-Remaining-Requests": "41"}
-    steps: list[Step] = [openai_event("hi"), OPENAI_DONE]
+    steps: list[Step] = [chat_chunk("hi"), OPENAI_DONE]
     upstream.enqueue(Script(steps=steps, content_type="text/event-stream",
                             headers=upstream_headers))  # fmt: skip
     client = await open_stream(proxy, **{"X-Request-Id": "client-req-42"})
@@ -226,7 +222,7 @@ async def test_a_stream_carries_sse_headers_and_ends_with_the_chunked_terminator
 async def test_an_upstream_that_compresses_anyway_reaches_the_client_plain(
     proxy: RunningProxy, upstream: FakeUpstream
 ) -> None:
-    stream = openai_event("zipp\u00e9 \u20ac") + OPENAI_DONE
+    stream = chat_chunk("zipp\u00e9 \u20ac") + OPENAI_DONE
     packer = zlib.compressobj(wbits=31)
     gzipped = packer.compress(stream) + packer.flush()
     upstream.enqueue(Script(steps=list(cut_at(gzipped, {7, 20})),

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.core.sse import FeedResult, SSEEvent, SSEFramer
+from tests.support.sse_builders import BOM, chunked
 
-BOM = b"\xef\xbb\xbf"
 OPENAI_CHUNK = (
     b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk",'
     b'"choices":[{"index":0,"delta":{"content":"hello"}}]}\n\n'
@@ -37,17 +37,13 @@ def run(chunks: Iterable[bytes]) -> tuple[bytes, list[SSEEvent], SSEFramer]:
     return bytes(forwarded), events, framer
 
 
-def bytewise(stream: bytes) -> list[bytes]:
-    return [stream[i : i + 1] for i in range(len(stream))]
-
-
 # --- WHATWG examples -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("eol", ["\n", "\r", "\r\n"])
 def test_whatwg_stock_example_with_every_line_ending(eol: str) -> None:
     stream = eol.join(["data: YHOO", "data: +2", "data: 10", "", ""]).encode()
-    for chunks in ([stream], bytewise(stream)):
+    for chunks in ([stream], chunked(stream, "bytes")):
         forwarded, events, framer = run(chunks)
         assert events == [msg("YHOO\n+2\n10")]
         assert forwarded == stream
@@ -87,7 +83,7 @@ def test_whatwg_leading_space_example_gives_two_identical_events() -> None:
 
 def test_mixed_line_endings() -> None:
     stream = b"event: a\rdata: 1\r\ndata: 2\n\r\ndata: 3\r\rdata: 4\n\n"
-    for chunks in ([stream], bytewise(stream)):
+    for chunks in ([stream], chunked(stream, "bytes")):
         forwarded, events, _ = run(chunks)
         assert events == [msg("1\n2", event="a"), msg("3"), msg("4")]
         assert forwarded == stream
@@ -185,7 +181,7 @@ def test_only_one_leading_bom_is_dropped() -> None:
 
 def test_bom_later_in_the_stream_is_kept() -> None:
     stream = b"data: a\n\n" + BOM + b"data: b\n\ndata: " + BOM + b"c\n\n"
-    for chunks in ([stream], bytewise(stream)):
+    for chunks in ([stream], chunked(stream, "bytes")):
         forwarded, events, _ = run(chunks)
         assert forwarded == stream
         assert events == [msg("a"), msg("\ufeffc")]
@@ -303,7 +299,7 @@ def test_held_bytes_grows_with_the_partial_event_and_resets() -> None:
     framer = SSEFramer()
     assert framer.held_bytes == 0
     partial = b'data: {"a": 1}\ndata: 2\r\n'
-    for count, byte in enumerate(bytewise(partial), start=1):
+    for count, byte in enumerate(chunked(partial, "bytes"), start=1):
         assert framer.feed(byte) == FeedResult(b"", ())
         assert framer.held_bytes == count
     result = framer.feed(b"\r\ndata: nex")

@@ -13,16 +13,12 @@ import asyncio
 import aiohttp
 import pytest
 
-from tests.conftest import ProxyFactory, RunningProxy
-from tests.fake_upstream import FakeUpstream, Hold, Script
-from tests.phase_helpers import (
-    CHAT,
-    DONE,
-    EventReader,
-    chat_chunk,
-    last_finished,
-    set_defaults,
-)
+from tests.support.client_stream import ClientStream
+from tests.support.config_edits import set_defaults
+from tests.support.fake_upstream import FakeUpstream, Hold, Script
+from tests.support.request_bodies import CHAT
+from tests.support.running_proxy import ProxyFactory, RunningProxy
+from tests.support.sse_builders import OPENAI_DONE, chat_chunk
 
 
 async def stream_once(proxy: RunningProxy) -> bytes:
@@ -36,13 +32,13 @@ async def failing_stream(proxy: RunningProxy, outcome: str) -> None:
     response = await proxy.post("/v1/chat/completions", CHAT)
     with pytest.raises(aiohttp.ClientPayloadError):
         await response.read()
-    assert (await last_finished(proxy))["outcome"] == outcome
+    assert (await proxy.finished_line())["outcome"] == outcome
 
 
 async def test_connection_is_reused_after_a_completed_stream(
     proxy: RunningProxy, upstream: FakeUpstream
 ) -> None:
-    upstream.enqueue(Script(steps=[chat_chunk("hi"), DONE]), Script(steps=[DONE]))
+    upstream.enqueue(Script(steps=[chat_chunk("hi"), OPENAI_DONE]), Script(steps=[OPENAI_DONE]))
     await stream_once(proxy)
     await stream_once(proxy)
     first, second = upstream.requests
@@ -55,15 +51,14 @@ async def test_body_end_after_the_terminator_is_relayed_then_the_connection_reus
     body_end = asyncio.Event()
     tail = b": the upstream's last words\n\n"
     upstream.enqueue(
-        Script(steps=[chat_chunk("hi"), DONE, Hold(body_end), tail]), Script(steps=[DONE])
+        Script(steps=[chat_chunk("hi"), OPENAI_DONE, Hold(body_end), tail]),
+        Script(steps=[OPENAI_DONE]),
     )
-    response = await proxy.post("/v1/chat/completions", CHAT)
-    reader = EventReader(response)
-    await reader.until(b"[DONE]")  # the client has its stream; the upstream's body goes on
+    client = ClientStream(await proxy.post("/v1/chat/completions", CHAT))
+    await client.contains(OPENAI_DONE)  # the client has its stream; the upstream's body goes on
     body_end.set()
-    assert await reader.rest() == tail
-    assert reader.received == chat_chunk("hi") + DONE + tail
-    assert (await last_finished(proxy))["outcome"] == "completed"
+    assert await client.to_clean_end() == chat_chunk("hi") + OPENAI_DONE + tail
+    assert (await proxy.finished_line())["outcome"] == "completed"
     await stream_once(proxy)
     first, second = upstream.requests
     assert first.peer == second.peer
@@ -73,9 +68,9 @@ async def test_a_tail_that_does_not_end_in_time_ends_the_stream_and_its_connecti
     proxy: RunningProxy, upstream: FakeUpstream
 ) -> None:
     never = asyncio.Event()
-    upstream.enqueue(Script(steps=[chat_chunk("hi"), DONE, Hold(never)]))
-    assert (await stream_once(proxy)).endswith(DONE)  # ended cleanly after TAIL_WAIT_S
-    assert (await last_finished(proxy))["outcome"] == "completed"
+    upstream.enqueue(Script(steps=[chat_chunk("hi"), OPENAI_DONE, Hold(never)]))
+    assert (await stream_once(proxy)).endswith(OPENAI_DONE)  # a clean end after TAIL_WAIT_S
+    assert (await proxy.finished_line())["outcome"] == "completed"
     await asyncio.wait_for(upstream.disconnected.wait(), 5)
     await stream_once(proxy)
     first, second = upstream.requests
@@ -87,7 +82,7 @@ async def test_connection_of_a_timed_out_stream_is_closed_not_reused(
 ) -> None:
     proxy = await start_proxy(edit=set_defaults(timeouts={"idle_s": 0.1}))
     never = asyncio.Event()
-    upstream.enqueue(Script(steps=[chat_chunk("hi"), Hold(never)]), Script(steps=[DONE]))
+    upstream.enqueue(Script(steps=[chat_chunk("hi"), Hold(never)]), Script(steps=[OPENAI_DONE]))
     await failing_stream(proxy, "upstream_timeout")
     await asyncio.wait_for(upstream.disconnected.wait(), 5)
     await stream_once(proxy)
@@ -99,7 +94,7 @@ async def test_truncated_stream_whose_http_body_ended_cleanly_keeps_its_connecti
     proxy: RunningProxy, upstream: FakeUpstream
 ) -> None:
     """No [DONE] is the stream's failure, not the connection's: its HTTP framing is intact."""
-    upstream.enqueue(Script(steps=[chat_chunk("hi")]), Script(steps=[DONE]))
+    upstream.enqueue(Script(steps=[chat_chunk("hi")]), Script(steps=[OPENAI_DONE]))
     await failing_stream(proxy, "truncated")
     await stream_once(proxy)
     first, second = upstream.requests

@@ -20,37 +20,27 @@ from proxy.core.errors import Outcome, UpstreamTimeout
 from proxy.core.runtime import RelaySettings
 from proxy.core.stats import RequestRecord
 from proxy.relay import StreamPump
-from tests.conftest import CANARY_UPSTREAM_KEY, ProxyFactory, RunningProxy
-from tests.fake_upstream import Close, FakeUpstream, Hold, Reset, Script, Step
-from tests.relay_support import (
+from tests.support.client_stream import committed_early, open_stream, read_slowly
+from tests.support.config_edits import Edit, set_defaults
+from tests.support.fake_upstream import Close, FakeUpstream, Gate, Hold, Reset, Script, Step
+from tests.support.outcome_checks import assert_finished, assert_upstream_closed_and_slot_freed
+from tests.support.request_bodies import payload
+from tests.support.running_proxy import CANARY_UPSTREAM_KEY, ProxyFactory, RunningProxy
+from tests.support.sse_builders import (
     HEARTBEAT,
     OPENAI_DONE,
-    WAIT_S,
     anthropic_event,
-    assert_one_error_event,
     big_stream,
+    chat_chunk,
     compact,
     cut_at,
-    event,
-    eventually,
     head_events,
-    openai_event,
-    parse_events,
-    payload,
-    route_of,
+    sent_bytes,
+    sse_event,
     terminator,
 )
-from tests.stream_checks import (
-    Edit,
-    Gate,
-    assert_finished,
-    assert_upstream_closed_and_slot_freed,
-    committed_early,
-    open_stream,
-    read_slowly,
-    sent_bytes,
-    settings,
-)
+from tests.support.sse_checks import assert_one_error_event, parse_events
+from tests.support.waits import WAIT_S, eventually
 
 # --- 4. upstream failures after an early commit ------------------------------------------------
 
@@ -61,7 +51,7 @@ async def test_an_error_status_after_an_early_heartbeat_becomes_an_error_event(
     start_proxy: ProxyFactory, upstream: FakeUpstream, gate: Gate,
     dialect: str, status: int, error_type: str,
 ) -> None:  # fmt: skip
-    proxy = await start_proxy(edit=settings(heartbeat_s=0.05))
+    proxy = await start_proxy(edit=set_defaults(heartbeat_s=0.05))
     answer = gate()
     body = compact({"error": {"message": "model overloaded", "type": "server_error"}}).encode()
     upstream.enqueue(Script(status=status, content_type="application/json", whole_body=body,
@@ -74,7 +64,7 @@ async def test_an_error_status_after_an_early_heartbeat_becomes_an_error_event(
     assert str(status) in error["message"] and "model overloaded" in error["message"]
     assert error["type"] == error_type
     assert isinstance(client.ended_by, aiohttp.ClientPayloadError)
-    await assert_finished(proxy, "upstream_error", route_of(dialect)[0])
+    await assert_finished(proxy, "upstream_error", dialect)
 
 
 @pytest.mark.parametrize("sent", [b"", b'{"error": {"message": "overl'], ids=["none", "some"])
@@ -83,7 +73,7 @@ async def test_an_error_body_that_stalls_after_an_early_heartbeat_is_reported_wi
 ) -> None:
     """The client waits on a 200 already: the upstream's error body is not worth more silence
     than a heartbeat interval (idle_s is minutes here)."""
-    proxy = await start_proxy(edit=settings(heartbeat_s=0.05))
+    proxy = await start_proxy(edit=set_defaults(heartbeat_s=0.05))
     answer = gate()
     upstream.enqueue(Script(status=500, content_type="application/json", hold_headers=answer,
                             steps=[sent, Hold(gate())] if sent else [Hold(gate())]))  # fmt: skip
@@ -100,7 +90,7 @@ async def test_an_error_body_that_stalls_after_an_early_heartbeat_is_reported_wi
 async def test_an_error_body_cut_inside_an_echoed_key_shows_no_part_of_it(
     start_proxy: ProxyFactory, upstream: FakeUpstream, gate: Gate
 ) -> None:
-    proxy = await start_proxy(edit=settings(heartbeat_s=0.05))
+    proxy = await start_proxy(edit=set_defaults(heartbeat_s=0.05))
     answer = gate()
     cut = b'{"error": {"message": "Incorrect API key provided: ' + CANARY_UPSTREAM_KEY[:14].encode()
     upstream.enqueue(Script(status=401, content_type="application/json", hold_headers=answer,
@@ -119,7 +109,7 @@ async def test_an_error_body_cut_inside_an_echoed_key_shows_no_part_of_it(
 async def test_a_first_byte_timeout_after_an_early_heartbeat_becomes_an_error_event(
     start_proxy: ProxyFactory, upstream: FakeUpstream, gate: Gate, dialect: str, headers_sent: bool
 ) -> None:
-    proxy = await start_proxy(edit=settings(heartbeat_s=0.05, first_byte_s=0.3))
+    proxy = await start_proxy(edit=set_defaults(heartbeat_s=0.05, timeouts={"first_byte_s": 0.3}))
     silence = gate()
     if headers_sent:
         upstream.enqueue(Script(steps=[Hold(silence), terminator(dialect)]))
@@ -130,7 +120,7 @@ async def test_a_first_byte_timeout_after_an_early_heartbeat_becomes_an_error_ev
     await client.to_end()
     assert_one_error_event(client.events(), dialect)
     assert isinstance(client.ended_by, aiohttp.ClientPayloadError)
-    await assert_finished(proxy, "upstream_timeout", route_of(dialect)[0])
+    await assert_finished(proxy, "upstream_timeout", dialect)
     await asyncio.wait_for(upstream.disconnected.wait(), WAIT_S)  # the proxy gave up on it
 
 
@@ -141,7 +131,7 @@ async def test_a_first_byte_timeout_after_an_early_heartbeat_becomes_an_error_ev
 class Failure:
     steps: Callable[[asyncio.Event], list[Step]]  # what follows the first events
     outcome: str
-    edit: Edit = field(default_factory=settings)
+    edit: Edit = field(default_factory=set_defaults)
     upstream_left_waiting: bool = False  # the proxy must close an upstream that is still there
 
 
@@ -154,14 +144,21 @@ FAILURES: dict[str, Failure] = {
     "close-without-last-chunk": Failure(lambda _: [Close()], "upstream_error"),
     "eof-without-terminator": Failure(lambda _: [], "truncated"),
     "eof-inside-an-event": Failure(lambda _: [b'data: {"cho'], "truncated"),
-    "idle-timeout": Failure(lambda g: [Hold(g)], "upstream_timeout", settings(idle_s=0.2), True),
+    "idle-timeout": Failure(
+        lambda g: [Hold(g)], "upstream_timeout", set_defaults(timeouts={"idle_s": 0.2}), True
+    ),
     "idle-timeout-despite-heartbeats": Failure(
-        lambda g: [Hold(g)], "upstream_timeout", settings(heartbeat_s=0.05, idle_s=0.3), True
+        lambda g: [Hold(g)],
+        "upstream_timeout",
+        set_defaults(heartbeat_s=0.05, timeouts={"idle_s": 0.3}),
+        True,
     ),
     "max-stream-duration": Failure(
-        lambda g: [Hold(g)], "upstream_timeout", settings(max_stream_s=0.3), True
+        lambda g: [Hold(g)], "upstream_timeout", set_defaults(timeouts={"max_stream_s": 0.3}), True
     ),
-    "oversized-event": Failure(oversized, "upstream_error", settings(max_event_bytes=4096), True),
+    "oversized-event": Failure(
+        oversized, "upstream_error", set_defaults(max_event_bytes=4096), True
+    ),
 }
 
 
@@ -185,7 +182,7 @@ async def test_a_failure_after_the_commit_is_one_error_event_and_an_unterminated
     timed_out = failure.outcome == "upstream_timeout"
     assert (error["type"] == "timeout_error") == timed_out, error
     assert isinstance(client.ended_by, aiohttp.ClientPayloadError)
-    await assert_finished(proxy, failure.outcome, route_of(dialect)[0])
+    await assert_finished(proxy, failure.outcome, dialect)
     if failure.upstream_left_waiting:
         await asyncio.wait_for(upstream.disconnected.wait(), WAIT_S)
 
@@ -209,7 +206,7 @@ async def test_events_that_arrived_just_before_the_upstream_broke_still_reach_th
 async def test_max_stream_duration_applies_while_the_upstream_keeps_sending(
     start_proxy: ProxyFactory, upstream: FakeUpstream, gate: Gate
 ) -> None:
-    proxy = await start_proxy(edit=settings(max_stream_s=0.3))
+    proxy = await start_proxy(edit=set_defaults(timeouts={"max_stream_s": 0.3}))
     # Loopback kernel buffers can take megabytes: the relay may finish writing before the client
     # reads much. No terminator, then, and a hold after the body, so the stream can only end by
     # the deadline (idle_s is minutes): never as `completed`, however fast the relay is.
@@ -242,7 +239,7 @@ class EndlessBody:
     async def readany(self) -> bytes:
         if asyncio.get_running_loop().time() > self.give_up_at:
             raise AssertionError("max_stream_s was never checked: the relay would run forever")
-        data = openai_event("tok")
+        data = chat_chunk("tok")
         self.handed_out += len(data)
         return data
 
@@ -288,7 +285,7 @@ UPSTREAM_ERROR_EVENTS = {
     "anthropic": anthropic_event(
         "error", {"error": {"type": "overloaded_error", "message": "Overloaded"}}
     ),
-    "openai": event("data: " + compact({"error": {"message": "boom", "type": "server_error"}})),
+    "openai": sse_event("data: " + compact({"error": {"message": "boom", "type": "server_error"}})),
 }
 
 
@@ -303,7 +300,7 @@ async def test_the_upstreams_own_error_event_is_relayed_as_is_and_nothing_added(
     assert await client.to_end() == sent_bytes(steps)
     assert_one_error_event(client.events(), dialect)
     assert isinstance(client.ended_by, aiohttp.ClientPayloadError)
-    await assert_finished(proxy, "upstream_error", route_of(dialect)[0])
+    await assert_finished(proxy, "upstream_error", dialect)
 
 
 @pytest.mark.parametrize("dialect", list(UPSTREAM_ERROR_EVENTS))
@@ -318,7 +315,7 @@ async def test_an_error_event_followed_by_the_terminator_is_still_an_upstream_er
 
     assert await client.to_end() == sent_bytes(steps)
     assert client.ended_by is None  # the upstream ended it properly; nothing added or removed
-    await assert_finished(proxy, "upstream_error", route_of(dialect)[0])
+    await assert_finished(proxy, "upstream_error", dialect)
 
 
 # --- 7. client disconnects ---------------------------------------------------------------------
@@ -327,9 +324,9 @@ async def test_an_error_event_followed_by_the_terminator_is_still_an_upstream_er
 async def test_a_client_leaving_mid_stream_closes_the_upstream_and_frees_the_slot(
     proxy: RunningProxy, upstream: FakeUpstream, gate: Gate
 ) -> None:
-    upstream.enqueue(Script(steps=[openai_event("a"), Hold(gate()), OPENAI_DONE]))
+    upstream.enqueue(Script(steps=[chat_chunk("a"), Hold(gate()), OPENAI_DONE]))
     client = await open_stream(proxy)
-    await client.contains(openai_event("a"))
+    await client.contains(chat_chunk("a"))
     assert await proxy.limiter.held("alice") == 1
 
     client.response.close()
@@ -341,7 +338,7 @@ async def test_a_client_leaving_before_the_upstream_answered_closes_the_upstream
 ) -> None:
     upstream.enqueue(Script(steps=[OPENAI_DONE], hold_headers=gate()))
     request = asyncio.ensure_future(proxy.post("/v1/chat/completions", payload("openai")))
-    await eventually(lambda: len(upstream.requests) == 1)
+    await eventually(lambda: len(upstream.requests) == 1, "the upstream has the request")
     assert await proxy.limiter.held("alice") == 1
 
     request.cancel()
@@ -353,7 +350,7 @@ async def test_a_client_leaving_before_the_upstream_answered_closes_the_upstream
 async def test_a_client_leaving_after_an_early_heartbeat_closes_the_waiting_upstream(
     start_proxy: ProxyFactory, upstream: FakeUpstream, gate: Gate
 ) -> None:
-    proxy = await start_proxy(edit=settings(heartbeat_s=0.05))
+    proxy = await start_proxy(edit=set_defaults(heartbeat_s=0.05))
     upstream.enqueue(Script(steps=[OPENAI_DONE], hold_headers=gate()))
     client = await committed_early(proxy, "openai")
 
@@ -364,7 +361,7 @@ async def test_a_client_leaving_after_an_early_heartbeat_closes_the_waiting_upst
 async def test_a_client_that_stops_reading_is_dropped_after_the_client_stall_timeout(
     start_proxy: ProxyFactory, upstream: FakeUpstream, gate: Gate
 ) -> None:
-    proxy = await start_proxy(edit=settings(client_stall_s=0.3))
+    proxy = await start_proxy(edit=set_defaults(timeouts={"client_stall_s": 0.3}))
     steps: list[Step] = [*big_stream(16 * 2**20), Hold(gate()), OPENAI_DONE]
     upstream.enqueue(Script(steps=steps))
     response = await proxy.post("/v1/chat/completions", payload("openai"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,7 @@ class Close:
 
 
 Step = bytes | Hold | Reset | Close
+Gate = Callable[[], asyncio.Event]  # the `gate` fixture: makes the events of `Hold` steps
 
 
 @dataclass

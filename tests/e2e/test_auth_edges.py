@@ -1,6 +1,6 @@
 """Authentication at its edges: header bytes a client sends on purpose or by accident.
 
-Raw HTTP/1.1 over `asyncio.open_connection` (via `tests.phase_helpers.raw_request`), because
+Raw HTTP/1.1 over `asyncio.open_connection` (`tests.support.raw_http`), because
 aiohttp's client neither sends non-UTF-8 header bytes nor repeats a header on request: a header
 value written as latin-1 text here reaches the proxy as exactly those bytes.
 """
@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ProxyFactory, RunningProxy
-from tests.fake_upstream import FakeUpstream
-from tests.phase_helpers import CHAT, MESSAGES, finished_lines, raw_request
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.raw_http import raw_request
+from tests.support.request_bodies import CHAT, MESSAGES
+from tests.support.running_proxy import ProxyFactory, RunningProxy
 
 UNKNOWN_KEY = "pk-unknown-key-3e8a1c"
 
@@ -37,13 +38,13 @@ async def test_a_key_that_is_not_utf8_is_refused_like_any_unknown_key(
 ) -> None:
     body = json.dumps(payload).encode()
     prefix = "Bearer " if header == "Authorization" else ""
-    unknown = await raw_request(proxy, path, body, [(header, prefix + UNKNOWN_KEY)])
-    not_utf8 = await raw_request(proxy, path, body, [(header, key)])
+    unknown = await raw_request(proxy.url, path, body, [(header, prefix + UNKNOWN_KEY)])
+    not_utf8 = await raw_request(proxy.url, path, body, [(header, key)])
 
     assert (not_utf8.status, unknown.status) == (401, 401)
     assert not_utf8.body == unknown.body  # the same answer: nothing tells the two apart
     assert b"Traceback" not in not_utf8.body
-    lines = await finished_lines(proxy, 2)
+    lines = await proxy.finished_lines(2)
     assert [(line["status"], line["outcome"]) for line in lines] == [(401, "rejected")] * 2
     assert upstream.requests == []
 
@@ -65,15 +66,15 @@ async def test_header_mode_refuses_an_identity_header_given_more_than_once(
     proxy = await start_proxy(edit=trusted_header)
     body = json.dumps(CHAT).encode()
 
-    once = await raw_request(proxy, "/v1/chat/completions", body, [("X-User-Id", "bob")])
-    twice = await raw_request(proxy, "/v1/chat/completions", body, identity)
+    once = await raw_request(proxy.url, "/v1/chat/completions", body, [("X-User-Id", "bob")])
+    twice = await raw_request(proxy.url, "/v1/chat/completions", body, identity)
 
     assert once.status == 200
     assert twice.status == 401
     error = json.loads(twice.body)["error"]
     assert error["type"] == "authentication_error"
     assert error["message"] == "X-User-Id must appear exactly once"
-    lines = await finished_lines(proxy, 2)
+    lines = await proxy.finished_lines(2)
     assert [(line["user"], line["status"]) for line in lines] == [("bob", 200), (None, 401)]
     assert len(upstream.requests) == 1  # only the request that named one user went upstream
 
@@ -84,6 +85,8 @@ async def test_header_mode_refuses_identities_a_gateway_joined_with_commas(
     """A gateway that folds repeated headers into one yields `mallory,bob`: not a new user."""
     proxy = await start_proxy(edit=trusted_header)
     body = json.dumps(CHAT).encode()
-    joined = await raw_request(proxy, "/v1/chat/completions", body, [("X-User-Id", "mallory,bob")])
+    joined = await raw_request(
+        proxy.url, "/v1/chat/completions", body, [("X-User-Id", "mallory,bob")]
+    )
     assert joined.status == 401
     assert upstream.requests == []
