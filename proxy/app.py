@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from proxy import keys
 from proxy.config.models import Config
+from proxy.core.retry_advice import RetryAdvice
 from proxy.core.runtime import build_runtime
 from proxy.cors import add_cors_headers, cors_preflight
 from proxy.handlers import proxy_handler
@@ -55,7 +56,9 @@ async def start_services(app: web.Application) -> AsyncIterator[None]:
     ) as session:  # fmt: skip
         metrics = app[keys.METRICS]
         pending = PendingBodies(metrics.pending_body_bytes)
-        services = Services(metrics, app[keys.LIMITER], app[keys.LIFECYCLE], session, pending)
+        services = Services(
+            metrics, app[keys.LIMITER], app[keys.LIFECYCLE], session, pending, RetryAdvice()
+        )
         app[keys.SERVICES] = services
         services.lifecycle.ready = True
         yield

@@ -30,6 +30,7 @@ from proxy.core.errors import (
     ConcurrencyLimitExceeded,
     InternalError,
     OriginNotAllowed,
+    Outcome,
     ProxyError,
     ShuttingDown,
 )
@@ -118,8 +119,12 @@ async def admit(exchange: Exchange, caller: Caller, route: Route) -> AsyncIterat
     async with contextlib.AsyncExitStack() as slot:
         try:
             await slot.enter_async_context(services.limiter.acquire(caller.name, limit))
-        except ConcurrencyLimitExceeded:
+        except ConcurrencyLimitExceeded as refused:
             services.metrics.limit_rejections.labels(route.name, "concurrency").inc()
+            refused.headers = {
+                **refused.headers,
+                **services.retry_advice.headers(route.name, limit),
+            }
             raise
         with (
             services.metrics.active_streams.labels(route.name).track_inprogress(),
@@ -185,9 +190,11 @@ async def end_cancelled(exchange: Exchange) -> web.StreamResponse:
 def log_request(exchange: Exchange) -> None:
     """The logging phase: one metrics update and one log line per request."""
     report = exchange.record.report(asyncio.get_running_loop().time(), exchange.ending or UNSETTLED)
-    metrics = exchange.services.metrics
+    services = exchange.services
     if report.route is None:
-        metrics.record_client_error(report.status)
+        services.metrics.record_client_error(report.status)
     else:
-        metrics.record(report)
+        services.metrics.record(report)
+        if report.outcome is not Outcome.REJECTED:
+            services.retry_advice.observe(report.route, report.duration_s)
     log.info("stream.finished", **report.log_fields())

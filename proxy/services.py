@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from proxy.core.retry_advice import RetryAdvice
 from proxy.lifecycle import Lifecycle
 from proxy.limits import ConcurrencyLimiter
 from proxy.metrics import ProxyMetrics
@@ -19,3 +20,4 @@ class Services:
     lifecycle: Lifecycle
     session: aiohttp.ClientSession  # the upstream connection pool
     pending_bodies: PendingBodies
+    retry_advice: RetryAdvice

@@ -8,6 +8,7 @@ witness's slot (a double release would show as 0, a leak as 2), then none, and b
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -78,6 +79,7 @@ async def test_the_stream_beyond_the_limit_is_429_and_never_reaches_the_upstream
     response = await proxy.post("/v1/chat/completions", CHAT)
     assert response.status == 429
     assert response.headers["Retry-After"] == "1"
+    assert 50 <= int(response.headers["retry-after-ms"]) <= 1000  # a first guess, with jitter
     error = (await response.json())["error"]
     assert error["type"] == "rate_limit_error"
     assert "at most 2 streams" in error["message"]
@@ -295,3 +297,24 @@ async def test_slots_return_when_clients_leave_at_random_moments(
     assert len(await proxy.finished_lines(streams)) == streams  # each logged exactly once
     response = await proxy.post("/v1/chat/completions", CHAT)
     assert (await response.read()).endswith(OPENAI_DONE)
+
+
+async def test_refused_clients_are_sent_back_apart_around_when_a_slot_frees(
+    start_proxy: ProxyFactory, upstream: FakeUpstream
+) -> None:
+    """The SDKs retry by themselves: told the same second, they all come back and fail again.
+    Each 429 names its own moment (retry-after-ms), near when one of the slots should free."""
+    proxy = await start_proxy(edit=add_user("carol", "CAROL_KEY", 3), environ={"CAROL_KEY": "k"})
+    carol = {"Authorization": "Bearer k"}
+    gate = asyncio.Event()
+    held = [await open_held_stream(proxy, upstream, gate, **carol) for _ in range(3)]
+    told = []
+    for _ in range(20):
+        refused = await proxy.post("/v1/chat/completions", CHAT, **carol)
+        assert refused.status == 429
+        milliseconds = int(refused.headers["retry-after-ms"])
+        assert refused.headers["Retry-After"] == str(math.ceil(milliseconds / 1000))
+        told.append(milliseconds)
+    assert len(set(told)) >= 15
+    assert all(50 <= ms <= 60_000 for ms in told)
+    await finish_all(gate, held)
