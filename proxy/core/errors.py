@@ -151,9 +151,7 @@ class ShuttingDown(ProxyError):
 
 
 class InternalError(ProxyError):
-    """A bug of ours. After the commit the stream is ended abnormally, without an event."""
-
-    own_event = False
+    """A bug of ours; the client is told so in words, the log line names the exception."""
 
     @classmethod
     def wrapping(cls, exc: BaseException) -> InternalError:

@@ -24,6 +24,7 @@ from tests.support.client_stream import committed_early, open_stream, read_slowl
 from tests.support.config_edits import Edit, set_defaults
 from tests.support.fake_upstream import Close, FakeUpstream, Gate, Hold, Reset, Script, Step
 from tests.support.outcome_checks import assert_finished, assert_upstream_closed_and_slot_freed
+from tests.support.patches import explode_on_boom
 from tests.support.request_bodies import payload
 from tests.support.running_proxy import CANARY_UPSTREAM_KEY, ProxyFactory, RunningProxy
 from tests.support.sse_builders import (
@@ -185,6 +186,22 @@ async def test_a_failure_after_the_commit_is_one_error_event_and_an_unterminated
     await assert_finished(proxy, failure.outcome, dialect)
     if failure.upstream_left_waiting:
         await asyncio.wait_for(upstream.disconnected.wait(), WAIT_S)
+
+
+async def test_a_bug_of_ours_mid_stream_is_an_error_event_too(
+    proxy: RunningProxy, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    explode_on_boom(monkeypatch)
+    head = head_events("openai")
+    upstream.enqueue(Script(steps=[*head, chat_chunk("boom"), *head]))
+    client = await open_stream(proxy)
+
+    await client.to_end()
+    error = assert_one_error_event(client.events(), "openai")
+    assert error["message"] == "internal error in the proxy"
+    assert isinstance(client.ended_by, aiohttp.ClientPayloadError)
+    line = await assert_finished(proxy, "internal_error")
+    assert line["error"] == "internal error in the proxy (RuntimeError)"
 
 
 @pytest.mark.parametrize("end", [Reset(), Close()], ids=["reset", "close"])
