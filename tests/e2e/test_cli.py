@@ -153,14 +153,14 @@ def test_check_config_accepts_the_example_with_its_keys_set(command: str) -> Non
                  environment(**CANARIES))  # fmt: skip
 
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "config/example.yaml: OK (2 routes)"
+    assert result.stdout.strip() == "config/example.yaml: OK (3 routes)"
     output = result.stdout + result.stderr
     assert not [value for value in CANARIES.values() if value in output]
 
 
 def test_check_config_without_a_provider_key_names_its_key_path_and_no_key() -> None:
     document = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
-    assert document["routes"][1]["upstreams"][0]["api_key_env"] == "ANTHROPIC_API_KEY"
+    assert document["routes"][2]["upstreams"][0]["api_key_env"] == "ANTHROPIC_API_KEY"
     present = {name: value for name, value in CANARIES.items() if name != "ANTHROPIC_API_KEY"}
 
     result = run(proxy_command("--config", str(EXAMPLE), "--check-config"), environment(**present))
@@ -168,7 +168,7 @@ def test_check_config_without_a_provider_key_names_its_key_path_and_no_key() -> 
     assert result.returncode == 1
     output = result.stdout + result.stderr
     problem = (
-        "routes[1].upstreams[0].api_key_env: environment variable ANTHROPIC_API_KEY is not set"
+        "routes[2].upstreams[0].api_key_env: environment variable ANTHROPIC_API_KEY is not set"
     )
     assert problem in result.stderr
     assert not [value for value in CANARIES.values() if value in output]

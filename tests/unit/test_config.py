@@ -112,6 +112,7 @@ def test_example_file_loads_with_every_key_resolved() -> None:
     assert config.server == ServerConfig(
         host="127.0.0.1", port=8080, max_body_bytes=20971520, max_upstream_connections=4096,
         listen_backlog=1024, shutdown_grace_s=20, shutdown_delay_s=0,
+        max_pending_body_bytes=268435456,
     )  # fmt: skip
     assert (config.logging.level, config.logging.format) == ("info", "json")
     assert config.defaults == Defaults()
@@ -122,7 +123,7 @@ def test_example_file_loads_with_every_key_resolved() -> None:
     )  # fmt: skip
     assert (bob.name, bob.key_sha256) == ("bob", hashlib.sha256(b"bk").digest())
     assert config.limits.backend == "memory"
-    openai, anthropic = config.routes
+    openai, models, anthropic = config.routes
     assert openai.paths == ("/v1/chat/completions", "/v1/completions", "/v1/responses")
     assert (openai.models, openai.provider) == (("gpt-*", "o*"), "openai")
     assert (openai.heartbeat_s, openai.max_event_bytes) == (10.0, 2097152)
@@ -132,8 +133,9 @@ def test_example_file_loads_with_every_key_resolved() -> None:
         "primary", "https://api.openai.com", {},
     )  # fmt: skip
     assert primary.api_key is not None and primary.api_key.reveal() == "sk-openai"
+    assert (models.name, models.paths, models.models) == ("openai-models", ("/v1/models",), None)
     assert (anthropic.models, anthropic.provider, anthropic.paths) == (
-        None, "anthropic", ("/v1/messages",),
+        None, "anthropic", ("/v1/messages", "/v1/messages/count_tokens"),
     )  # fmt: skip
     assert (anthropic.heartbeat_s, anthropic.timeouts) == (15.0, Timeouts())
     (upstream,) = anthropic.upstreams
@@ -146,7 +148,7 @@ def test_example_file_names_its_missing_environment_variables() -> None:
         load_config(REPO / "config" / "example.yaml", {"OPENAI_API_KEY": "sk-openai"})
     assert caught.value.errors == (
         "auth.users[1].key_env: environment variable BOB_PROXY_KEY is not set",
-        "routes[1].upstreams[0].api_key_env: environment variable ANTHROPIC_API_KEY is not set",
+        "routes[2].upstreams[0].api_key_env: environment variable ANTHROPIC_API_KEY is not set",
     )
 
 
