@@ -5,8 +5,16 @@ each connection gets a `RequestHandler` that parses requests and runs the app on
 `ProxyRunner` (the runner `app.make_runner` returns) builds a `GuardedServer` instead, whose
 connections are `GuardedHandler`s. What they add:
 
+- a header deadline: a request's head must be complete `header_timeout_s` after the connection
+  opened, or after the first byte of the next request on a kept-alive connection (an idle
+  kept-alive connection keeps aiohttp's own keep-alive timeout). Past it: a 408 if the client
+  sent anything, silence if not, and the connection closes. aiohttp has no such deadline.
 - requests aiohttp's parser refuses are answered, logged and counted by `proxy.refusals`
   instead of aiohttp's `handle_error` (which logged the raw header line and echoed it).
+
+A connection knows when a request's head is complete (the server's request factory is called
+for it) and when its response is written (the task running the handler ends), through the
+`request_factory` and handler that `web.Server` takes: no private attribute of aiohttp's.
 """
 
 from __future__ import annotations
@@ -15,20 +23,84 @@ import asyncio
 from typing import Any
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import StreamReader
 
 from proxy import keys, refusals
 from proxy.metrics import ProxyMetrics
 
 
 class GuardedHandler(web.RequestHandler):
-    """One client connection: aiohttp's protocol, with the proxy's answer to parser errors."""
+    """One client connection: aiohttp's protocol, with a header deadline and the proxy's answer
+    to parser errors."""
 
-    __slots__ = ("_metrics",)
+    __slots__ = ("_deadline", "_event_loop", "_guard", "_heard", "_request", "_waiting_since")
 
-    def __init__(self, manager: GuardedServer, *, metrics: ProxyMetrics, **kwargs: Any) -> None:
-        super().__init__(manager, **kwargs)
-        self._metrics = metrics
+    def __init__(
+        self, manager: GuardedServer, *, loop: asyncio.AbstractEventLoop, **kwargs: Any
+    ) -> None:
+        super().__init__(manager, loop=loop, **kwargs)
+        self._guard = manager
+        self._event_loop = loop
+        self._deadline: asyncio.TimerHandle | None = None
+        self._waiting_since = 0.0
+        self._heard = False  # a byte of the awaited request arrived
+        self._request: web.BaseRequest | None = None  # head complete, response not yet written
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        if data and self._request is None:
+            self._heard = True
+            if self._deadline is None:  # the first byte after a kept-alive idle time
+                self._arm()
+        super().data_received(data)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def request_started(self, request: web.BaseRequest) -> None:
+        """The request's head is complete (or refused by the parser)."""
+        self._request = request
+        self._disarm()
+
+    def request_finished(self, request: web.BaseRequest) -> None:
+        """The response to `request` was written (or failed); the connection may go idle."""
+        if self._request is request:  # not a pipelined successor that already started
+            self._request = None
+            self._heard = False
+
+    def _arm(self) -> None:
+        self._waiting_since = self._event_loop.time()
+        timeout_s = self._guard.header_timeout_s
+        self._deadline = self._event_loop.call_later(timeout_s, self._deadline_passed)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _deadline_passed(self) -> None:
+        # A head completed by the last read wakes aiohttp's request loop with `call_soon`, which
+        # calls the request factory: deciding one step later lets that request start instead.
+        self._event_loop.call_soon(self._expire)
+
+    def _expire(self) -> None:
+        self._deadline = None
+        transport = self.transport
+        if self._request is not None or transport is None or transport.is_closing():
+            return
+        if self._heard:
+            refusal = refusals.header_timeout_refusal(self._guard.header_timeout_s)
+            waited_s = self._event_loop.time() - self._waiting_since
+            request_id = refusals.record(refusal, self._guard.metrics, waited_s)
+            transport.write(refusals.raw_response(refusal, request_id))
+        self.force_close()  # flushes what was written, then closes
 
     def handle_error(
         self,
@@ -44,27 +116,56 @@ class GuardedHandler(web.RequestHandler):
         if status != 400 or not isinstance(exc, HttpProcessingError):
             return super().handle_error(request, status, exc, message)
         refusal = refusals.parse_refusal(exc)
-        return refusals.response(refusal, refusals.record(refusal, self._metrics, 0.0))
+        waited_s = self._event_loop.time() - self._waiting_since
+        return refusals.response(refusal, refusals.record(refusal, self._guard.metrics, waited_s))
 
 
 class GuardedServer(web.Server):
     """aiohttp's per-app server (the protocol factory), making `GuardedHandler`s."""
 
-    def __init__(self, base: web.Server, metrics: ProxyMetrics, **handler_kwargs: Any) -> None:
+    def __init__(
+        self,
+        base: web.Server,
+        metrics: ProxyMetrics,
+        header_timeout_s: float,
+        **handler_kwargs: Any,
+    ) -> None:
         self._event_loop = asyncio.get_running_loop()
         super().__init__(
-            base.request_handler,
-            request_factory=base.request_factory,
+            self._handle,
+            request_factory=self._make_request,
             handler_cancellation=base.handler_cancellation,
             loop=self._event_loop,
         )
-        self._metrics = metrics
+        self._app_handler = base.request_handler
+        self._app_request_factory = base.request_factory
+        self.metrics = metrics
+        self.header_timeout_s = header_timeout_s
         self._handler_kwargs = handler_kwargs
 
     def __call__(self) -> GuardedHandler:
-        return GuardedHandler(
-            self, loop=self._event_loop, metrics=self._metrics, **self._handler_kwargs
-        )
+        return GuardedHandler(self, loop=self._event_loop, **self._handler_kwargs)
+
+    def _make_request(
+        self,
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: web.RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        request = self._app_request_factory(message, payload, protocol, writer, task)
+        if isinstance(protocol, GuardedHandler):
+            protocol.request_started(request)
+        return request
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """The app's handler, in the task that also writes the response: its end is the
+        response's end."""
+        connection, task = request.protocol, asyncio.current_task()
+        if isinstance(connection, GuardedHandler) and task is not None:
+            task.add_done_callback(lambda _: connection.request_finished(request))
+        return await self._app_handler(request)
 
 
 class ProxyRunner(web.AppRunner):
@@ -74,7 +175,7 @@ class ProxyRunner(web.AppRunner):
     `_make_server` is `BaseRunner`'s hook for building the server (abstract since aiohttp 3.0,
     called by `setup()`; pinned at 3.14): aiohttp's own builds the app's server, after the app's
     startup signals, and this wraps its handler and request factory. tests/test_parser_errors.py
-    fails if the hook is no longer called.
+    and tests/test_header_timeout.py fail if the hook is no longer called.
     """
 
     def __init__(
@@ -92,4 +193,7 @@ class ProxyRunner(web.AppRunner):
 
     async def _make_server(self) -> web.Server:
         base = await super()._make_server()
-        return GuardedServer(base, self.app[keys.METRICS], **self._handler_kwargs)
+        server = self.app[keys.CONFIG].server
+        return GuardedServer(
+            base, self.app[keys.METRICS], server.header_timeout_s, **self._handler_kwargs
+        )

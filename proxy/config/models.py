@@ -76,6 +76,9 @@ class ServerConfig(BaseModel):
     max_body_bytes: Count = 20 * 1024 * 1024
     max_upstream_connections: Count = 4096
     listen_backlog: Annotated[int, Field(ge=1, le=65535)] = 1024
+    # A request's head (request line and headers) must be complete this long after the
+    # connection opened, or after its first byte on a kept-alive connection: else 408, closed.
+    header_timeout_s: Seconds = 10.0
     # Below Kubernetes' default terminationGracePeriodSeconds (30), so that the in-band error
     # events for streams still open at the deadline go out before the pod is killed.
     shutdown_grace_s: Seconds = 20.0

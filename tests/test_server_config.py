@@ -1,0 +1,50 @@
+"""The server keys that guard client connections: `header_timeout_s` and `max_connections`."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from proxy.config.load import ConfigError, load_config, parse_config
+from tests.conftest import ENVIRON, base_document
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE_ENV = {"OPENAI_API_KEY": "sk-openai", "ANTHROPIC_API_KEY": "sk-ant", "BOB_PROXY_KEY": "bk"}
+
+
+def server_errors(**values: Any) -> tuple[str, ...]:
+    document = copy.deepcopy(base_document("http://127.0.0.1:9"))
+    document["server"].update(values)
+    with pytest.raises(ConfigError) as caught:
+        parse_config(document, ENVIRON)
+    return caught.value.errors
+
+
+def test_the_defaults_and_the_example_file_agree() -> None:
+    example = load_config(REPO / "config" / "example.yaml", EXAMPLE_ENV).server
+    document = copy.deepcopy(base_document("http://127.0.0.1:9"))
+    default = parse_config(document, ENVIRON).server
+    assert default.header_timeout_s == example.header_timeout_s == 10.0
+
+
+def test_header_timeout_takes_seconds() -> None:
+    document = copy.deepcopy(base_document("http://127.0.0.1:9"))
+    document["server"]["header_timeout_s"] = 2
+    assert parse_config(document, ENVIRON).server.header_timeout_s == 2.0
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (0, "server.header_timeout_s: must be greater than 0"),
+        (-1, "server.header_timeout_s: must be greater than 0"),
+        ("10", "server.header_timeout_s: must be a number, not a string"),
+        (True, "server.header_timeout_s: must be a number, not a boolean"),
+        (None, "server.header_timeout_s: must be a number, not null"),
+    ],
+)
+def test_header_timeout_refuses_what_is_not_a_positive_number(value: Any, expected: str) -> None:
+    assert server_errors(header_timeout_s=value) == (expected,)
