@@ -11,6 +11,8 @@ connections are `GuardedHandler`s. What they add:
   sent anything, silence if not, and the connection closes. aiohttp has no such deadline.
 - requests aiohttp's parser refuses are answered, logged and counted by `proxy.refusals`
   instead of aiohttp's `handle_error` (which logged the raw header line and echoed it).
+- the count of open connections, and which are idle between requests, for the connection
+  limit (`proxy.connection_limit`, enforced by the listener in `proxy.listener`).
 
 A connection knows when a request's head is complete (the server's request factory is called
 for it) and when its response is written (the task running the handler ends), through the
@@ -29,6 +31,7 @@ from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
 
 from proxy import keys, refusals
+from proxy.connection_limit import ConnectionLimit, max_connections
 from proxy.metrics import ProxyMetrics
 
 
@@ -56,6 +59,7 @@ class GuardedHandler(web.RequestHandler):
     def data_received(self, data: bytes) -> None:
         if data and self._request is None:
             self._heard = True
+            self._guard.limit.busy(self)
             if self._deadline is None:  # the first byte after a kept-alive idle time
                 self._arm()
         super().data_received(data)
@@ -74,6 +78,8 @@ class GuardedHandler(web.RequestHandler):
         if self._request is request:  # not a pipelined successor that already started
             self._request = None
             self._heard = False
+            if self.transport is not None and not self.transport.is_closing():
+                self._guard.limit.idle(self)
 
     def _arm(self) -> None:
         self._waiting_since = self._event_loop.time()
@@ -128,6 +134,7 @@ class GuardedServer(web.Server):
         base: web.Server,
         metrics: ProxyMetrics,
         header_timeout_s: float,
+        limit: ConnectionLimit,
         **handler_kwargs: Any,
     ) -> None:
         self._event_loop = asyncio.get_running_loop()
@@ -141,10 +148,21 @@ class GuardedServer(web.Server):
         self._app_request_factory = base.request_factory
         self.metrics = metrics
         self.header_timeout_s = header_timeout_s
+        self.limit = limit
         self._handler_kwargs = handler_kwargs
 
     def __call__(self) -> GuardedHandler:
         return GuardedHandler(self, loop=self._event_loop, **self._handler_kwargs)
+
+    def connection_made(self, handler: web.RequestHandler, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        self.limit.opened(handler)
+
+    def connection_lost(
+        self, handler: web.RequestHandler, exc: BaseException | None = None
+    ) -> None:
+        super().connection_lost(handler, exc)
+        self.limit.closed(handler)
 
     def _make_request(
         self,
@@ -194,6 +212,7 @@ class ProxyRunner(web.AppRunner):
     async def _make_server(self) -> web.Server:
         base = await super()._make_server()
         server = self.app[keys.CONFIG].server
+        limit = ConnectionLimit(max_connections(server))
         return GuardedServer(
-            base, self.app[keys.METRICS], server.header_timeout_s, **self._handler_kwargs
+            base, self.app[keys.METRICS], server.header_timeout_s, limit, **self._handler_kwargs
         )

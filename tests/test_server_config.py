@@ -1,4 +1,5 @@
-"""The server keys that guard client connections: `header_timeout_s` and `max_connections`."""
+"""The server keys that guard client connections: `header_timeout_s` and `max_connections`
+(None, the default, is derived from the file limit: tests/test_connection_limits.py)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ def test_the_defaults_and_the_example_file_agree() -> None:
     document = copy.deepcopy(base_document("http://127.0.0.1:9"))
     default = parse_config(document, ENVIRON).server
     assert default.header_timeout_s == example.header_timeout_s == 10.0
+    assert default.max_connections is None and example.max_connections is None  # derived
 
 
 def test_header_timeout_takes_seconds() -> None:
@@ -48,3 +50,23 @@ def test_header_timeout_takes_seconds() -> None:
 )
 def test_header_timeout_refuses_what_is_not_a_positive_number(value: Any, expected: str) -> None:
     assert server_errors(header_timeout_s=value) == (expected,)
+
+
+def test_max_connections_takes_a_positive_count() -> None:
+    document = copy.deepcopy(base_document("http://127.0.0.1:9"))
+    document["server"]["max_connections"] = 2000
+    assert parse_config(document, ENVIRON).server.max_connections == 2000
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (0, "server.max_connections: must be greater than 0"),
+        (-5, "server.max_connections: must be greater than 0"),
+        (10.5, "server.max_connections: must be an integer, not a number"),
+        ("2000", "server.max_connections: must be an integer, not a string"),
+        (True, "server.max_connections: must be an integer, not a boolean"),
+    ],
+)
+def test_max_connections_refuses_what_is_not_a_positive_integer(value: Any, expected: str) -> None:
+    assert server_errors(max_connections=value) == (expected,)

@@ -79,6 +79,9 @@ class ServerConfig(BaseModel):
     # A request's head (request line and headers) must be complete this long after the
     # connection opened, or after its first byte on a kept-alive connection: else 408, closed.
     header_timeout_s: Seconds = 10.0
+    # Client connections held at once; past it the proxy stops accepting until one closes.
+    # None: what the file limit leaves after the upstream side (proxy.connection_limit).
+    max_connections: Count | None = None
     # Below Kubernetes' default terminationGracePeriodSeconds (30), so that the in-band error
     # events for streams still open at the deadline go out before the pod is killed.
     shutdown_grace_s: Seconds = 20.0
