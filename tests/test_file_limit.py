@@ -3,7 +3,8 @@
 Before the connection limit, asyncio accepted until the process ran out of file descriptors,
 then logged every failed accept (thousands of tracebacks a second) and nobody was served. Now the
 proxy stops accepting at its limit (derived from the file limit), says so once, and serves again
-as soon as connections close.
+as soon as connections close; with a limit configured above the file limit, an accept that fails
+for want of descriptors pauses it the same way (and it retries every second, silently).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,9 +77,11 @@ def low_file_limit() -> None:
 
 
 @contextmanager
-def proxy_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Lines, int]]:
+def proxy_process(
+    tmp_path: Path, server: dict[str, Any]
+) -> Iterator[tuple[subprocess.Popen[str], Lines, int]]:
     config = {
-        "server": {"host": "127.0.0.1", "port": 0},
+        "server": {"host": "127.0.0.1", "port": 0, **server},
         "auth": {"mode": "none"},
         "routes": [{"name": "r", "paths": ["/v1/chat/completions"], "provider": "openai",
                     "upstreams": [{"url": "http://127.0.0.1:9"}]}],
@@ -99,14 +103,19 @@ def proxy_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Lines
         process.wait(timeout=WAIT_S)
 
 
+@pytest.mark.parametrize(
+    ("server", "reason", "maximum"),
+    [({}, "max_connections", 32), ({"max_connections": 1000}, "EMFILE", 1000)],
+    ids=["derived-limit", "limit-above-the-file-limit"],
+)
 def test_at_its_limit_the_proxy_stops_accepting_says_so_once_and_serves_again(
-    tmp_path: Path,
+    tmp_path: Path, server: dict[str, Any], reason: str, maximum: int
 ) -> None:
-    with proxy_process(tmp_path) as (process, lines, port), ExitStack() as held:
+    with proxy_process(tmp_path, server) as (process, lines, port), ExitStack() as held:
         for _ in range(FLOOD):  # connections that never send a request
             held.enter_context(socket.create_connection(("127.0.0.1", port), timeout=WAIT_S))
-        paused = lines.until("connections.paused")
-        assert (paused["reason"], paused["max_connections"]) == ("max_connections", 32)
+        paused = lines.until("connections.paused")  # a failed accept retries every second
+        assert (paused["reason"], paused["max_connections"]) == (reason, maximum)
         held.close()  # the flood goes away: the proxy accepts (and closes) what waited
         with DIRECT.open(f"http://127.0.0.1:{port}/healthz", timeout=WAIT_S) as response:
             assert response.status == 200
@@ -119,3 +128,5 @@ def test_at_its_limit_the_proxy_stops_accepting_says_so_once_and_serves_again(
     assert events.count("connections.resumed") == 1, events
     assert [line for line in seen if line.get("level") == "error"] == []
     assert len(lines.raw) < 20, lines.raw[:20]
+    warned = [line for line in seen if line.get("event") == "connections.limit_above_file_limit"]
+    assert len(warned) == (1 if server else 0)
