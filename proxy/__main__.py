@@ -9,13 +9,12 @@ import os
 import socket
 import sys
 
-from aiohttp import web
-
 from proxy import keys
 from proxy.app import create_app, make_runner
 from proxy.config.load import ConfigError, load_config
 from proxy.config.models import Config
 from proxy.lifecycle import stop_signals
+from proxy.listener import ProxySite
 from proxy.log import configure_logging, get_logger
 
 
@@ -62,8 +61,9 @@ async def serve(config: Config, host: str, port: int) -> int:
     app = create_app(config)
     runner = make_runner(app)
     await runner.setup()
+    site = ProxySite(runner, host, port, backlog=config.server.listen_backlog)
     try:
-        await web.TCPSite(runner, host, port, backlog=config.server.listen_backlog).start()
+        await site.start()
     except (OSError, UnicodeError) as error:  # port in use, no permission, unknown host, ...
         await runner.cleanup()
         reason = _os_reason(error)
@@ -76,8 +76,9 @@ async def serve(config: Config, host: str, port: int) -> int:
     gc.collect()
     gc.freeze()
     log.info(
-        "proxy.started", host=bound_host, port=bound_port, routes=[r.name for r in config.routes]
-    )
+        "proxy.started", host=bound_host, port=bound_port, routes=[r.name for r in config.routes],
+        max_connections=site.max_connections,
+    )  # fmt: skip
     await stop.wait()
     log.info("proxy.stopping", delay_s=config.server.shutdown_delay_s)
     await app[keys.LIFECYCLE].announce_stop(config.server.shutdown_delay_s)

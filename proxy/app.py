@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from proxy import keys
 from proxy.config.models import Config
+from proxy.connections import ProxyRunner
 from proxy.core.retry_advice import RetryAdvice
 from proxy.core.runtime import build_runtime
 from proxy.cors import add_cors_headers, cors_preflight
@@ -112,6 +113,7 @@ def create_app(
 
 
 def make_runner(app: web.Application) -> web.AppRunner:
-    """Handlers are cancelled when their client goes away: that is how a disconnect is seen."""
+    """Handlers are cancelled when their client goes away: that is how a disconnect is seen.
+    Connections are guarded before any handler runs (`proxy.connections`)."""
     # Open streams are drained by `drain_streams` (on_shutdown) before aiohttp's own wait.
-    return web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=5)
+    return ProxyRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=5)

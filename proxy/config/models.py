@@ -78,6 +78,12 @@ class ServerConfig(BaseModel):
     max_pending_body_bytes: Count = 256 * 1024 * 1024
     max_upstream_connections: Count = 4096
     listen_backlog: Annotated[int, Field(ge=1, le=65535)] = 1024
+    # A request's head (request line and headers) must be complete this long after the
+    # connection opened, or after its first byte on a kept-alive connection: else 408, closed.
+    header_timeout_s: Seconds = 10.0
+    # Client connections held at once; past it the proxy stops accepting until one closes.
+    # None: what the file limit leaves after the upstream side (proxy.connection_limit).
+    max_connections: Count | None = None
     # Below Kubernetes' default terminationGracePeriodSeconds (30), so that the in-band error
     # events for streams still open at the deadline go out before the pod is killed.
     shutdown_grace_s: Seconds = 20.0

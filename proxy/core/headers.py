@@ -40,8 +40,11 @@ _NOT_RETURNED = frozenset(
 
 
 def _connection_listed(headers: Mapping[str, str]) -> set[str]:
-    listed = headers.get("Connection", "")
-    return {token.strip().lower() for token in listed.split(",") if token.strip()}
+    """Every header named in any `Connection` header: a message may carry several, and each
+    names hop-by-hop headers (RFC 9110 7.6.1). `items()` of a multidict yields every one."""
+    values = (value for name, value in headers.items() if name.lower() == "connection")
+    tokens = (token.strip().lower() for value in values for token in value.split(","))
+    return {token for token in tokens if token}
 
 
 def upstream_request_headers(

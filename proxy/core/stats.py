@@ -30,8 +30,8 @@ class StreamReport:
     """What one request came to; its fields, in order, are the `stream.finished` log line."""
 
     request_id: str
-    method: str
-    path: str
+    method: str | None  # None: the request line could not be parsed
+    path: str | None
     user: str | None
     route: str | None
     upstream: str | None
@@ -80,8 +80,8 @@ class RequestRecord:
 
     request_id: str
     started: float
-    method: str = "POST"
-    path: str = ""
+    method: str | None = None
+    path: str | None = None
     user: str | None = None
     route: str | None = None
     upstream: str | None = None

@@ -73,7 +73,9 @@ class RawClient:
                     self.headers.add(name.strip(), value.strip())
 
     async def response(self) -> RawResponse:
-        """One whole response: its body by Content-Length, chunked to its last chunk, or to EOF."""
+        """The next whole response on the connection (keep-alive: one after another): its body
+        by Content-Length, chunked to its last chunk and trailer, or to EOF."""
+        self.status, self.body, self.complete, self.ended = 0, bytearray(), False, False
         await self.read_head()
         if "Content-Length" in self.headers:
             self.body += await self.reader.readexactly(int(self.headers["Content-Length"]))
@@ -105,6 +107,8 @@ class RawClient:
                 return
             size = int(size_line.split(b";")[0], 16)
             if size == 0:
+                while (await self.reader.readline()) not in (b"\r\n", b""):
+                    pass  # trailer fields, up to the blank line that ends the message
                 self.complete = self.ended = True
                 return
             try:
