@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 STOP_S = 10  # after SIGTERM, how long a child gets before it is killed
+LINE_LIMIT = 1024 * 1024  # the longest output line read whole (asyncio's default: 64 KiB)
 
 
 class Child:
@@ -99,5 +100,6 @@ async def spawn(name: str, command: Sequence[str], log_path: Path, ready: re.Pat
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        limit=LINE_LIMIT,
     )
     return Child(name, process, log, ready)

@@ -58,6 +58,7 @@ async def start_child(
             raise DemoFailed(f"{error}; what it said is in {log}") from None
         if line is not None:
             return child, line
+        await child.stop()  # it has exited: this closes its log
         print(child.failure(), file=sys.stderr, flush=True)
         if attempt == 0 or not any(TAKEN in said for said in child.stderr):
             raise DemoFailed(f"the {name} could not start (log: {log})")
