@@ -63,7 +63,7 @@ async def start_child(
         if attempt == 0 or not any(TAKEN in said for said in child.stderr):
             raise DemoFailed(f"the {name} could not start (log: {log})")
         loud(f"port {port} is taken by another program (another demo still running?): "
-             f"this demo's {name} starts on a free port instead")  # fmt: skip
+             f"this demo starts its {name} on a free port instead")  # fmt: skip
     raise AssertionError("unreachable: the free-port attempt returns or raises")
 
 
