@@ -41,6 +41,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--check-config", action="store_true", help="validate the config, print what is wrong, exit"
     )
+    parser.add_argument(
+        "--log-format",
+        choices=("json", "console"),
+        help="log lines as JSON or for people (overrides logging.format); with json, a config "
+        "error is also logged as a config.invalid line on stdout, which by default happens only "
+        "when stdout is not a terminal",
+    )
     return parser.parse_args(argv)
 
 
@@ -86,19 +93,27 @@ async def serve(config: Config, host: str, port: int) -> int:
     return 0
 
 
+def report_config_error(args: argparse.Namespace, error: ConfigError) -> None:
+    """The list of problems on stderr, for people; and for log collectors, one `config.invalid`
+    JSON line on stdout with the other log lines: with `--log-format json`, or by default when
+    stdout is not a terminal (in a terminal the line would only repeat the list)."""
+    if args.log_format == "json" or (args.log_format is None and not sys.stdout.isatty()):
+        configure_logging("info", "json")
+        get_logger("proxy").error("config.invalid", path=args.config, errors=list(error.errors))
+    print(f"{args.config}: invalid configuration:\n{error}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
         config = load_config(args.config)
     except ConfigError as error:
-        configure_logging("info", "json")  # the log line on stdout, like every other one
-        get_logger("proxy").error("config.invalid", path=args.config, errors=list(error.errors))
-        print(f"{args.config}: invalid configuration:\n{error}", file=sys.stderr)
+        report_config_error(args, error)
         sys.exit(1)
     if args.check_config:
         print(f"{args.config}: OK ({len(config.routes)} routes)")
         return
-    configure_logging(config.logging.level, config.logging.format)
+    configure_logging(config.logging.level, args.log_format or config.logging.format)
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
     if asyncio.run(serve(config, host, port)) != 0:

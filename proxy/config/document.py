@@ -33,6 +33,7 @@ from proxy.config.fields import (
     check_url,
     key_path,
 )
+from proxy.config.hints import unknown_key_hint
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
@@ -133,13 +134,17 @@ def _problem(error: ErrorDetails) -> str:
     return error["msg"]
 
 
-def render_errors(exc: ValidationError, source: str) -> list[str]:
+def render_errors(exc: ValidationError, source: str, model: type[BaseModel]) -> list[str]:
+    """One "key.path: problem" line per error of validating a document with `model`."""
     lines = []
     for error in exc.errors(include_url=False):
         loc = error["loc"]
         if loc and loc[-1] == "[key]":  # a mapping key of the wrong type, e.g. `headers: {1: x}`
             loc = loc[:-1]
-        lines.append(f"{key_path(loc) or source}: {_problem(error)}")
+        problem = _problem(error)
+        if error["type"] == "extra_forbidden":
+            problem += unknown_key_hint(model, loc)
+        lines.append(f"{key_path(loc) or source}: {problem}")
     return lines
 
 

@@ -51,6 +51,12 @@ from proxy.config.models import (
 __all__ = ["ConfigError", "load_config", "parse_config"]
 
 KeyPath = tuple[str | int, ...]
+NO_USERS = (
+    "auth.users: no users, but auth.mode is keys (the default when it is not set), so nobody "
+    "could connect. auth.mode is one of: keys (clients send a key; list them in auth.users), "
+    "header (a trusted front proxy names the user in auth.header), none (no authentication; "
+    "local use only)"
+)
 
 
 # --- the document as a whole (its resolved sections are in proxy.config.document) ---
@@ -133,8 +139,7 @@ class _Resolver:
                 self.errors.append(f"{where}: same key as user {owners[user.key_sha256]!r}")
             owners.setdefault(user.key_sha256, user.name)
         if doc.mode == "keys" and not users:
-            self.errors.append("auth.users: auth mode 'keys' needs at least one user, "
-                               "or nobody can connect")  # fmt: skip
+            self.errors.append(NO_USERS)
         return AuthConfig(mode=doc.mode, header=doc.header, users=users)
 
     def header_user_names(self, names: Sequence[str], path: KeyPath) -> None:
@@ -205,7 +210,7 @@ def parse_config(document: object, environ: Mapping[str, str], source: str = "<c
     try:
         doc = _ConfigDoc.model_validate(document)
     except ValidationError as exc:
-        raise ConfigError(render_errors(exc, source)) from None
+        raise ConfigError(render_errors(exc, source, _ConfigDoc)) from None
     resolver = _Resolver(environ)
     config = resolver.config(doc)
     if resolver.errors:

@@ -17,6 +17,9 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
+import socket
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -247,28 +250,42 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def _serve(app: web.Application, host: str, port: int) -> None:
+def _reason(error: OSError) -> str:
+    """`Address already in use`, without asyncio's wording around it."""
+    if error.errno and not isinstance(error, socket.gaierror):
+        return os.strerror(error.errno)
+    return error.strerror or str(error)
+
+
+async def _serve(app: web.Application, host: str, port: int) -> int:
+    """Serve until a stop signal: 0; or 1 if it cannot listen, which it says on stderr."""
     stop = stop_signals()
     runner = web.AppRunner(app)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as error:  # the port is taken, say
+            print(f"cannot listen on {host}:{port}: {_reason(error)}", file=sys.stderr)
+            return 1
         bound_port = runner.addresses[0][1] if runner.addresses else port
         print(f"demo provider listening on http://{host}:{bound_port}", flush=True)
         await stop.wait()
+        return 0
     finally:
         await runner.cleanup()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Serve the demo provider until SIGINT (Ctrl-C) or SIGTERM."""
+    """Serve the demo provider until SIGINT (Ctrl-C) or SIGTERM; exit 1 if it cannot listen."""
     args = _parse_args(argv)
     settings = DemoSettings(
         token_delay_s=args.token_delay_ms / 1000,
         first_token_delay_s=args.first_token_delay_ms / 1000,
     )
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(create_demo_app(settings), args.host, args.port))
+        if asyncio.run(_serve(create_demo_app(settings), args.host, args.port)) != 0:
+            sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -244,6 +244,16 @@ class AnthropicRenderer:
         self.call = call
         self.stop_reason = "max_tokens" if call.reply.truncated else "end_turn"
 
+    def _usage(self, output_tokens: int) -> JSON:
+        """Usage as Anthropic sends it today, in `message_start`, `message_delta` and bodies:
+        cumulative input figures (no prompt caching here) beside the output tokens."""
+        return {
+            "input_tokens": self.call.reply.prompt_tokens,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "output_tokens": output_tokens,
+        }
+
     def _message(self, content: list[JSON], *, final: bool) -> JSON:
         call, reply = self.call, self.call.reply
         return {
@@ -254,10 +264,7 @@ class AnthropicRenderer:
             "content": content,
             "stop_reason": self.stop_reason if final else None,
             "stop_sequence": None,
-            "usage": {
-                "input_tokens": reply.prompt_tokens,
-                "output_tokens": reply.completion_tokens if final else 1,
-            },
+            "usage": self._usage(reply.completion_tokens if final else 1),
         }
 
     def head(self) -> list[Event]:
@@ -274,7 +281,7 @@ class AnthropicRenderer:
 
     def tail(self) -> list[Event]:
         delta = {"stop_reason": self.stop_reason, "stop_sequence": None}
-        usage = {"output_tokens": self.call.reply.completion_tokens}
+        usage = self._usage(self.call.reply.completion_tokens)
         return [
             ("content_block_stop", {"type": "content_block_stop", "index": 0}),
             ("message_delta", {"type": "message_delta", "delta": delta, "usage": usage}),

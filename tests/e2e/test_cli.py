@@ -182,7 +182,7 @@ BROKEN_CONFIGS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     # A key pasted into the file under a made-up name: refused, and never echoed.
     "unknown key": (
         lambda doc: doc["routes"][1]["upstreams"][0].update(api_key=VALUE_CANARY),
-        "routes[1].upstreams[0].api_key: unknown key",
+        "routes[1].upstreams[0].api_key: unknown key; did you mean 'api_key_env'?",
     ),
     "wrong type": (
         lambda doc: doc["defaults"].update(heartbeat_s=VALUE_CANARY),
