@@ -2,7 +2,8 @@
 
 `python -m proxy.demo [--host H] [--port P] [--token-delay-ms N] [--first-token-delay-ms N]`
 serves `POST /v1/chat/completions`, `/v1/completions`, `/v1/responses` (OpenAI) and
-`/v1/messages` (Anthropic), streaming (`"stream": true`) or not, plus `GET /healthz`.
+`/v1/messages` (Anthropic), streaming (`"stream": true`) or not, plus `GET /v1/models`,
+`POST /v1/messages/count_tokens` and `GET /healthz`.
 
 This module is the HTTP side: it reads a request, derives its prompt and token budget, and paces
 the writes like a model (a pause before the first content token, then one between tokens; each
@@ -226,12 +227,29 @@ async def _healthz(_request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def _models(_request: web.Request) -> web.Response:
+    """`GET /v1/models`, which many tools call first: the one model the demo serves."""
+    model = {"id": "demo", "object": "model", "created": 0, "owned_by": "llm-stream-proxy"}
+    return web.json_response({"object": "list", "data": [model]})
+
+
+async def _count_tokens(request: web.Request) -> web.Response:
+    """Anthropic's `POST /v1/messages/count_tokens`: the input tokens a message would use."""
+    try:
+        texts, _ = _anthropic_prompt(await _read_json(request))
+    except RequestError as error:
+        return _anthropic_error(str(error))
+    return web.json_response({"input_tokens": sum(len(text.split()) for text in texts)})
+
+
 def create_demo_app(settings: DemoSettings = DemoSettings()) -> web.Application:
     """The demo provider as an aiohttp application (response ids are numbered per app)."""
     app = web.Application(client_max_size=64 * 1024 * 1024)  # over the proxy's default 20 MiB
     ids = itertools.count(1)
     for path, endpoint in _ENDPOINTS.items():
         app.router.add_post(path, _handler(endpoint, settings, ids))
+    app.router.add_get("/v1/models", _models)
+    app.router.add_post("/v1/messages/count_tokens", _count_tokens)
     app.router.add_get("/healthz", _healthz)
     return app
 

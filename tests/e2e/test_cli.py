@@ -129,9 +129,9 @@ def post(url: str, payload: dict[str, Any]) -> tuple[int, dict[str, str], bytes]
 
 
 def demo_config(tmp_path: Path, demo_url: str, edit: Callable[[str], str] = str) -> Path:
-    """config/demo.yaml with both upstreams pointed at `demo_url`, then `edit`ed."""
+    """config/demo.yaml with every upstream pointed at `demo_url`, then `edit`ed."""
     text = DEMO.read_text(encoding="utf-8")
-    assert text.count('"http://127.0.0.1:9100"') == 2
+    assert text.count('"http://127.0.0.1:9100"') == 3
     path = tmp_path / "proxy.yaml"
     path.write_text(edit(text.replace("http://127.0.0.1:9100", demo_url)), encoding="utf-8")
     return path

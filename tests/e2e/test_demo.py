@@ -367,6 +367,16 @@ async def test_healthz(http: ServerClient) -> None:
         assert await response.json() == {"status": "ok"}
 
 
+async def test_models_and_count_tokens_answer_as_the_providers_do(
+    oai: openai.AsyncOpenAI, claude: anthropic.AsyncAnthropic
+) -> None:
+    assert [model.id async for model in oai.models.list()] == ["demo"]
+    counted = await claude.messages.count_tokens(
+        model="demo", system="be brief", messages=[{"role": "user", "content": "two words"}]
+    )
+    assert counted.input_tokens == 4
+
+
 def ignore_sigint() -> None:
     """What a shell does to a job it starts in the background: the child inherits it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
