@@ -114,7 +114,7 @@ def test_on_a_pipe_the_line_is_there_unless_console_is_asked_for(
 
 def test_a_valid_config_in_a_terminal_says_ok() -> None:
     status, terminal, _ = on_terminal(proxy("--config", str(DEMO), "--check-config"))
-    assert (status, terminal) == (0, f"{DEMO}: OK (2 routes)\n")
+    assert (status, terminal) == (0, f"{DEMO}: OK (3 routes)\n")
 
 
 @pytest.mark.parametrize(

@@ -160,8 +160,8 @@ def test_demo_file_loads_without_any_environment() -> None:
     )  # fmt: skip
     by_name = {route.name: route for route in config.routes}
     assert by_name["openai"].paths == ("/v1/chat/completions", "/v1/completions", "/v1/responses")
-    assert by_name["anthropic"].paths == ("/v1/messages",)
-    assert [route.provider for route in config.routes] == ["openai", "anthropic"]
+    assert by_name["anthropic"].paths == ("/v1/messages", "/v1/messages/count_tokens")
+    assert [route.provider for route in config.routes] == ["openai", "openai", "anthropic"]
     for route in config.routes:
         assert route.heartbeat_s == 5.0
         assert [(u.url, u.api_key) for u in route.upstreams] == [("http://127.0.0.1:9100", None)]
