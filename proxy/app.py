@@ -53,7 +53,7 @@ async def start_services(app: web.Application) -> AsyncIterator[None]:
     async with aiohttp.ClientSession(
         connector=connector, timeout=connect_timeout(pool.connect_s),
         cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=True,
-        skip_auto_headers=("User-Agent",),
+        skip_auto_headers=("User-Agent",), read_bufsize=16 * 1024,
     ) as session:  # fmt: skip
         metrics = app[keys.METRICS]
         pending = PendingBodies(metrics.pending_body_bytes)

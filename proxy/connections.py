@@ -13,6 +13,7 @@ connections are `GuardedHandler`s. What they add:
   instead of aiohttp's `handle_error` (which logged the raw header line and echoed it).
 - the count of open connections, and which are idle between requests, for the connection
   limit (`proxy.connection_limit`, enforced by the listener in `proxy.listener`).
+- a bound on what the kernel holds for a client that stops reading (`limit_unsent`).
 
 A connection knows when a request's head is complete (the server's request factory is called
 for it) and when its response is written (the task running the handler ends), through the
@@ -22,6 +23,8 @@ for it) and when its response is written (the task running the handler ends), th
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from typing import Any
 
 from aiohttp import web
@@ -33,6 +36,23 @@ from aiohttp.streams import StreamReader
 from proxy import keys, refusals
 from proxy.connection_limit import ConnectionLimit, max_connections
 from proxy.metrics import ProxyMetrics
+
+
+# Written-but-unsent bytes the kernel keeps per client connection (TCP_NOTSENT_LOWAT). Without
+# it Linux autotunes the send buffer up to net.ipv4.tcp_wmem's maximum (4 MiB by default): a
+# client that stops reading goes unnoticed until megabytes are queued for it, and only then do
+# the proxy's writes wait (and its client_stall_s clock start). Bytes in flight, up to the
+# client's receive window, are not limited: fast clients keep their throughput.
+UNSENT_LIMIT = 32 * 1024
+
+
+def limit_unsent(transport: asyncio.BaseTransport) -> None:
+    sock = transport.get_extra_info("socket")
+    option = getattr(socket, "TCP_NOTSENT_LOWAT", None)  # Linux and macOS
+    if sock is None or option is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, option, UNSENT_LIMIT)
 
 
 class GuardedHandler(web.RequestHandler):
@@ -54,6 +74,7 @@ class GuardedHandler(web.RequestHandler):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        limit_unsent(transport)
         self._arm()
 
     def data_received(self, data: bytes) -> None:

@@ -33,6 +33,7 @@ from proxy.core.stats import RequestRecord
 # body whose end comes in time leaves its connection reusable.
 TAIL_WAIT_S = 1.0
 TAIL_MAX_BYTES = 64 * 1024
+READ_MAX = 32 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +133,7 @@ class StreamPump:
         while True:
             try:
                 if content.total_bytes > self.bytes_read or content.is_eof():
-                    chunk = await content.readany()  # buffered already: returns without waiting
+                    chunk = await content.read(READ_MAX)  # buffered already: returns without waiting
                 else:
                     waited = await self._read_or_deadline()
                     if waited is None:
@@ -167,7 +168,7 @@ class StreamPump:
         deadline = min(heartbeat_at, self.data_deadline, self.stream_deadline)
         try:
             async with asyncio.timeout_at(deadline) as timer:
-                return await self.content.readany()
+                return await self.content.read(READ_MAX)
         except TimeoutError:
             if not timer.expired():
                 raise

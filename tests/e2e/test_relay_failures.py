@@ -240,7 +240,7 @@ async def test_max_stream_duration_applies_while_the_upstream_keeps_sending(
 
 
 class EndlessBody:
-    """An upstream body whose next event is always ready: `readany` never waits."""
+    """An upstream body whose next event is always ready: `read` never waits."""
 
     def __init__(self, give_up_at: float) -> None:
         self.give_up_at = give_up_at
@@ -253,7 +253,7 @@ class EndlessBody:
     def is_eof(self) -> bool:
         return False
 
-    async def readany(self) -> bytes:
+    async def read(self, _limit: int = -1) -> bytes:
         if asyncio.get_running_loop().time() > self.give_up_at:
             raise AssertionError("max_stream_s was never checked: the relay would run forever")
         data = chat_chunk("tok")
