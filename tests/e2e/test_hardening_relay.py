@@ -8,11 +8,11 @@
   stream) and then stalls its body is answered within `idle_s` between bytes and `first_byte_s`
   in total, with the status the proxy knows and the message it has; not after `max_stream_s`.
 - 8.7: the client's body equals the upstream's to the body's end, whatever the chunking around
-  the dialect's terminator (waiting for that end at most as long as the background tail read does
-  today: 1 s, 64 KiB).
+  the dialect's terminator (waiting for that end at most `proxy.relay.TAIL_WAIT_S`, 1 s, and
+  `TAIL_MAX_BYTES`, 64 KiB, without heartbeats).
 
-Each test marked `xfail(strict=True)` fails on today's code for the reason its rule names; the
-marker goes once the rule holds.
+Each rule's tests failed before its fix (marked `xfail(strict=True)` until then), except the two
+8.7 guards that say they held already.
 """
 
 from __future__ import annotations
@@ -25,25 +25,23 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import ProxyFactory, RunningProxy
-from tests.fake_upstream import Close, FakeUpstream, Hold, Reset, Script, Step
-from tests.raw_client import RawStream, open_raw_stream
-from tests.relay_support import (
-    ANTHROPIC_STOP,
+from tests.support.config_edits import set_defaults
+from tests.support.fake_upstream import Close, FakeUpstream, Gate, Hold, Reset, Script, Step
+from tests.support.outcome_checks import assert_finished, slots_released
+from tests.support.raw_http import RawClient, open_raw_stream
+from tests.support.request_bodies import PATHS, payload
+from tests.support.running_proxy import ProxyFactory, RunningProxy
+from tests.support.sse_builders import (
     HEARTBEAT,
+    MESSAGE_STOP,
     OPENAI_DONE,
-    WAIT_S,
     anthropic_event,
     compact,
-    event,
-    eventually,
-    finished_line,
     head_events,
-    payload,
-    requests_total,
-    route_of,
+    sent_bytes,
+    sse_event,
 )
-from tests.stream_checks import Gate, assert_finished, sent_bytes, settings
+from tests.support.waits import WAIT_S
 
 DIALECTS = ["openai", "anthropic"]
 
@@ -51,15 +49,13 @@ UPSTREAM_ERROR_EVENTS = {
     "anthropic": anthropic_event(
         "error", {"error": {"type": "overloaded_error", "message": "Overloaded"}}
     ),
-    "openai": event("data: " + compact({"error": {"message": "boom", "type": "server_error"}})),
+    "openai": sse_event("data: " + compact({"error": {"message": "boom", "type": "server_error"}})),
 }
 
 
-async def open_raw(proxy: RunningProxy, dialect: str) -> RawStream:
+async def open_raw(proxy: RunningProxy, dialect: str) -> RawClient:
     """A streaming request read byte by byte (every byte up to an abnormal end is seen)."""
-    stream = await open_raw_stream(
-        proxy.url, route_of(dialect)[1], payload(dialect), proxy.headers()
-    )
+    stream = await open_raw_stream(proxy, dialect)
     assert stream.status == 200
     return stream
 
@@ -76,11 +72,6 @@ def beyond(body: bytes, expected: bytes) -> str:
 # --- 8.1: the upstream's own error event, then anything ----------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 8.1: after the upstream's own error event, a reset or a cut body adds no "
-    "event of ours",
-)
 @pytest.mark.parametrize("end", [Reset(), Close()], ids=["reset", "close-without-last-chunk"])
 @pytest.mark.parametrize("dialect", DIALECTS)
 async def test_an_upstream_error_event_then_a_broken_body_reaches_the_client_as_sent(
@@ -93,32 +84,23 @@ async def test_an_upstream_error_event_then_a_broken_body_reaches_the_client_as_
     body = await stream.read_to_end()
     assert body == sent_bytes(steps), beyond(body, sent_bytes(steps))
     assert not stream.complete  # the upstream's body did not end properly: neither does ours
-    await assert_finished(proxy, "upstream_error", route_of(dialect)[0])
+    await assert_finished(proxy, "upstream_error", dialect)
 
 
-async def read_past(stream: RawStream, known: bytes, within: float) -> None:
-    """Read until the response ends or something beyond `known` has arrived."""
-    async with asyncio.timeout(within):
-        while not stream.ended and len(stream.body) <= len(known):
-            await stream._next_chunk()
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 8.1: after the upstream's own error event, a silent upstream is not waited for",
-)
 @pytest.mark.parametrize("dialect", DIALECTS)
 async def test_an_upstream_error_event_then_silence_ends_the_stream_at_once(
     start_proxy: ProxyFactory, upstream: FakeUpstream, gate: Gate, dialect: str
 ) -> None:
     """idle_s is 30 s: "at once" is well within WAIT_S, and before the next heartbeat is due
     (heartbeat_s 2 leaves room for a short tail read, such as the 1 s of item 7)."""
-    proxy = await start_proxy(edit=settings(heartbeat_s=2.0, idle_s=30, first_byte_s=30))
+    proxy = await start_proxy(
+        edit=set_defaults(heartbeat_s=2.0, timeouts={"idle_s": 30, "first_byte_s": 30})
+    )
     said = b"".join([*head_events(dialect), UPSTREAM_ERROR_EVENTS[dialect]])
     upstream.enqueue(Script(steps=[said, Hold(gate())]))  # one write: no heartbeat inside
     stream = await open_raw(proxy, dialect)
 
-    await read_past(stream, said, within=WAIT_S)
+    await stream.read_past(len(said), within=WAIT_S)
     after = bytes(stream.body[len(said) :])
     assert stream.ended, (
         "the stream was still open after the upstream's error event (idle_s 30 s); "
@@ -126,14 +108,16 @@ async def test_an_upstream_error_event_then_silence_ends_the_stream_at_once(
     )
     assert bytes(stream.body) == said, beyond(bytes(stream.body), said)
     assert not stream.complete
-    line = await assert_finished(proxy, "upstream_error", route_of(dialect)[0])
+    line = await assert_finished(proxy, "upstream_error", dialect)
     assert line["heartbeats"] == 0
     await asyncio.wait_for(upstream.disconnected.wait(), WAIT_S)  # the proxy let go of it
 
 
 # --- 8.4: an error status (or a non-SSE 200) whose body stalls ----------------------------------
 
-SHORT = settings(heartbeat_s=30.0, idle_s=0.3, first_byte_s=1.0, max_stream_s=60.0)
+SHORT = set_defaults(
+    heartbeat_s=30.0, timeouts={"idle_s": 0.3, "first_byte_s": 1.0, "max_stream_s": 60.0}
+)
 PARTIAL = b'{"error": {"message": "model overl'  # the message the proxy has when the body stalls
 ANSWER_WITHIN_S = 3.0  # first_byte_s (1 s) with room to spare; max_stream_s is 60 s
 
@@ -142,7 +126,7 @@ async def answered(proxy: RunningProxy, dialect: str) -> tuple[aiohttp.ClientRes
     """The proxy's answer to a streaming request, which must come well before max_stream_s."""
     try:
         async with asyncio.timeout(ANSWER_WITHIN_S):
-            response = await proxy.post(route_of(dialect)[1], payload(dialect))
+            response = await proxy.post(PATHS[dialect], payload(dialect))
             body = await response.read()
     except TimeoutError:
         raise AssertionError(
@@ -155,13 +139,9 @@ async def answered(proxy: RunningProxy, dialect: str) -> tuple[aiohttp.ClientRes
 async def assert_let_go(proxy: RunningProxy, upstream: FakeUpstream) -> None:
     """The upstream connection is closed and the user's slot is back."""
     await asyncio.wait_for(upstream.disconnected.wait(), WAIT_S)
-    await eventually(lambda: proxy.limiter.active("alice") == 0)
+    await slots_released(proxy)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 8.4: an error status whose body stalls is answered within idle_s/first_byte_s",
-)
 @pytest.mark.parametrize(
     ("status", "sent", "dialect"),
     [(500, b"", "openai"), (500, PARTIAL, "anthropic"), (429, PARTIAL, "openai")],
@@ -183,7 +163,7 @@ async def test_an_error_status_whose_body_stalls_is_answered_within_the_idle_tim
     assert response.status == status  # the status the proxy already knows
     if sent:
         assert b"model overl" in body, body  # with the message it has
-    line = await finished_line(proxy)
+    line = await proxy.finished_line()
     assert (line["outcome"], line["status"]) == ("upstream_error", status)
     await assert_let_go(proxy, upstream)
 
@@ -207,10 +187,6 @@ async def pacer() -> AsyncIterator[Callable[[list[asyncio.Event], float], None]]
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 8.4: an error body that keeps trickling is answered after first_byte_s in total",
-)
 async def test_an_error_body_that_trickles_is_answered_within_the_first_byte_timeout(
     start_proxy: ProxyFactory,
     upstream: FakeUpstream,
@@ -229,7 +205,7 @@ async def test_an_error_body_that_trickles_is_answered_within_the_first_byte_tim
     response, body = await answered(proxy, "openai")
     assert response.status == 500
     assert b"model overl" in body, body
-    line = await finished_line(proxy)
+    line = await proxy.finished_line()
     assert (line["outcome"], line["status"]) == ("upstream_error", 500)
     await assert_let_go(proxy, upstream)
 
@@ -246,16 +222,12 @@ def assert_error_shape(dialect: str, body: bytes) -> dict[str, Any]:
     return dict(error)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 8.4: a non-SSE 200 whose body stalls is answered within idle_s/first_byte_s",
-)
 @pytest.mark.parametrize("dialect", DIALECTS)
 async def test_a_non_sse_answer_whose_body_stalls_is_answered_within_the_idle_timeout(
     start_proxy: ProxyFactory, upstream: FakeUpstream, gate: Gate, dialect: str
 ) -> None:
     """Half a JSON body cannot be passed on as a 200: the proxy reports the timeout (504, or
-    502), in the provider's shape, as it does today for a whole body after max_stream_s."""
+    502), in the provider's shape, as it does for a whole body after max_stream_s."""
     proxy = await start_proxy(edit=SHORT)
     half = b'{"id": "chatcmpl-1", "object": "chat.completion", "choices": ['
     upstream.enqueue(Script(content_type="application/json", steps=[half, Hold(gate())]))
@@ -263,7 +235,7 @@ async def test_a_non_sse_answer_whose_body_stalls_is_answered_within_the_idle_ti
     response, body = await answered(proxy, dialect)
     assert response.status in (502, 504), (response.status, body)
     assert_error_shape(dialect, body)
-    line = await finished_line(proxy)
+    line = await proxy.finished_line()
     assert line["outcome"] in ("upstream_timeout", "upstream_error"), line
     await assert_let_go(proxy, upstream)
 
@@ -284,18 +256,13 @@ AFTER_TERMINATOR: dict[str, tuple[str, list[bytes]]] = {
     "cr|lf": writes("openai", DONE_CR, HOLD, b"\n"),
     "trailer-split": writes("openai", OPENAI_DONE + b": b", HOLD, b"ye\n\n"),
     "extra-blank-line-later": writes("openai", OPENAI_DONE, HOLD, b"\n"),
-    "anthropic-separate-writes": writes("anthropic", ANTHROPIC_STOP, HOLD, b"\n"),
+    "anthropic-separate-writes": writes("anthropic", MESSAGE_STOP, HOLD, b"\n"),
 }
-FAILS_TODAY = pytest.mark.xfail(
-    strict=True, reason="issue 8.7: the client's body equals the upstream's to the body's end"
-)
-CASES = [pytest.param(name, marks=FAILS_TODAY) for name in AFTER_TERMINATOR]
-# Already true today: trailing bytes that complete an event in the terminator's own write.
+# True before item 7's fix too: trailing bytes that complete an event in the terminator's write.
 AFTER_TERMINATOR["same-write-complete"] = writes("openai", OPENAI_DONE + b": bye\n\n")
-CASES.append(pytest.param("same-write-complete"))
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", list(AFTER_TERMINATOR))
 async def test_bytes_after_the_terminator_reach_the_client_to_the_body_end(
     proxy: RunningProxy, upstream: FakeUpstream, gate: Gate, case: str
 ) -> None:
@@ -306,7 +273,7 @@ async def test_bytes_after_the_terminator_reach_the_client_to_the_body_end(
     upstream.enqueue(Script(steps=steps))
     stream = await open_raw(proxy, dialect)
 
-    the_end = {"openai": OPENAI_DONE, "anthropic": ANTHROPIC_STOP}[dialect]
+    the_end = {"openai": OPENAI_DONE, "anthropic": MESSAGE_STOP}[dialect]
     if case == "cr|lf":
         the_end = DONE_CR
     await stream.read_until(the_end, within=WAIT_S)
@@ -314,14 +281,14 @@ async def test_bytes_after_the_terminator_reach_the_client_to_the_body_end(
     body = await stream.read_to_end(within=WAIT_S)
     assert body == sent_bytes(steps), beyond(body, sent_bytes(steps))
     assert stream.complete
-    await assert_finished(proxy, "completed", route_of(dialect)[0])
+    await assert_finished(proxy, "completed", dialect)
 
 
 async def test_a_body_end_that_never_comes_after_the_terminator_still_completes_the_stream(
     proxy: RunningProxy, upstream: FakeUpstream, gate: Gate
 ) -> None:
-    """The wait for the body's end is bounded (1 s today, for the background tail read): the
-    client's stream completes without it. True today; must stay true under item 7's rule."""
+    """The wait for the body's end is bounded (`TAIL_WAIT_S`, 1 s): the client's stream
+    completes without it. True before item 7's fix too; it must stay true under its rule."""
     steps: list[Step] = [*head_events("openai"), OPENAI_DONE, Hold(gate())]
     upstream.enqueue(Script(steps=steps))
     stream = await open_raw(proxy, "openai")
@@ -330,5 +297,8 @@ async def test_a_body_end_that_never_comes_after_the_terminator_still_completes_
     assert body == sent_bytes(steps)
     assert stream.complete
     await assert_finished(proxy, "completed")
-    assert requests_total(proxy, "openai", "completed") == 1
+    assert (
+        proxy.metric("llm_proxy_requests_total", route="openai", stream="true", outcome="completed")
+        == 1
+    )
     assert HEARTBEAT not in body
