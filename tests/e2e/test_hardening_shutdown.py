@@ -19,38 +19,22 @@ import pytest
 from aiohttp import web
 
 from proxy import keys
-from tests.conftest import ProxyFactory, RunningProxy
-from tests.fake_upstream import FakeUpstream, Hold, Script
-from tests.phase_helpers import RawClient, request_bytes
-from tests.raw_client import open_raw_stream
-from tests.relay_support import (
-    WAIT_S,
-    assert_one_error_event,
-    eventually,
-    finished_line,
-    head_events,
-    parse_events,
-    payload,
-    requests_total,
-    route_of,
-    terminator,
-)
-from tests.stream_checks import Gate
+from tests.support.config_edits import set_server
+from tests.support.fake_upstream import FakeUpstream, Gate, Hold, Script
+from tests.support.raw_http import RawClient, open_raw_stream, request_bytes
+from tests.support.request_bodies import PATHS, payload
+from tests.support.running_proxy import ProxyFactory, RunningProxy
+from tests.support.sse_builders import head_events, terminator
+from tests.support.sse_checks import assert_one_error_event, parse_events
+from tests.support.waits import WAIT_S, eventually
 
 DIALECTS = ["openai", "anthropic"]
 STOP_WITHIN_S = 10.0  # the grace period, the cancellation and aiohttp's own shutdown
 
 
-def grace(seconds: float) -> Any:
-    def edit(document: dict[str, Any]) -> None:
-        document["server"]["shutdown_grace_s"] = seconds
-
-    return edit
-
-
 def requests_counted(proxy: RunningProxy, route: str, stream: bool, outcome: str) -> float | None:
     labels = {"route": route, "stream": str(stream).lower(), "outcome": outcome}
-    return proxy.metric("llm_proxy_requests_total", labels)
+    return proxy.metric("llm_proxy_requests_total", **labels)
 
 
 def error_code(dialect: str, error: dict[str, Any]) -> Any:
@@ -58,28 +42,24 @@ def error_code(dialect: str, error: dict[str, Any]) -> Any:
     return error.get("type") if dialect == "anthropic" else error.get("code")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 8.2: a stream cut by the drain is outcome `shutdown` with code `server_shutdown`",
-)
 @pytest.mark.parametrize("dialect", DIALECTS)
 async def test_a_stream_outliving_the_grace_period_ends_as_shutdown(
     start_proxy: ProxyFactory, upstream: FakeUpstream, gate: Gate, dialect: str
 ) -> None:
-    proxy = await start_proxy(edit=grace(0.2))
+    proxy = await start_proxy(edit=set_server(shutdown_grace_s=0.2))
     head = b"".join(head_events(dialect))
     upstream.enqueue(Script(steps=[head, Hold(gate())]))
-    route, path = route_of(dialect)
-    stream = await open_raw_stream(proxy.url, path, payload(dialect), proxy.headers())
+    route = dialect  # the routes are named after their dialects
+    stream = await open_raw_stream(proxy, dialect)
     assert stream.status == 200
     await stream.read_until(head, within=WAIT_S)
 
     await asyncio.wait_for(proxy.runner.cleanup(), STOP_WITHIN_S)
     body = await stream.read_to_end(within=WAIT_S)
-    line = await finished_line(proxy)
+    line = await proxy.finished_line()
     assert (line["outcome"], line["route"]) == ("shutdown", route), line
-    assert requests_total(proxy, route, "shutdown") == 1
-    assert requests_total(proxy, route, "internal_error") is None  # no alert for a deploy
+    assert requests_counted(proxy, route, True, "shutdown") == 1
+    assert requests_counted(proxy, route, True, "internal_error") is None  # no alert for a deploy
     error = assert_one_error_event(parse_events(body[len(head) :]), dialect)
     assert error_code(dialect, error) == "server_shutdown", error
     assert not stream.complete
@@ -105,32 +85,26 @@ def writes_to_gone_clients(monkeypatch: pytest.MonkeyPatch, app: web.Application
     return attempts
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 8.2: a client that leaves during the drain is `client_disconnected`, not "
-    "written to",
-)
 async def test_a_client_leaving_during_the_grace_period_is_client_disconnected(
     start_proxy: ProxyFactory,
     upstream: FakeUpstream,
     gate: Gate,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    proxy = await start_proxy(edit=grace(30))
+    proxy = await start_proxy(edit=set_server(shutdown_grace_s=30))
     head = b"".join(head_events("openai"))
     upstream.enqueue(Script(steps=[head, Hold(gate())]))
     attempts = writes_to_gone_clients(monkeypatch, proxy.app)
-    stream = await open_raw_stream(proxy.url, route_of("openai")[1], payload("openai"),
-                                   proxy.headers())  # fmt: skip
+    stream = await open_raw_stream(proxy, "openai")
     await stream.read_until(head, within=WAIT_S)
     stopping = asyncio.create_task(proxy.runner.cleanup())
     await asyncio.wait_for(proxy.app[keys.LIFECYCLE].drain_started.wait(), WAIT_S)
 
     stream.close()  # the client leaves while the stream may still finish (30 s of grace)
     await asyncio.wait_for(stopping, STOP_WITHIN_S)  # nothing is left to drain
-    line = await finished_line(proxy)
+    line = await proxy.finished_line()
     assert line["outcome"] == "client_disconnected", line
-    assert requests_total(proxy, "openai", "client_disconnected") == 1
+    assert requests_counted(proxy, "openai", True, "client_disconnected") == 1
     assert attempts == [], "the proxy wrote to a client that had left"
     await asyncio.wait_for(upstream.disconnected.wait(), WAIT_S)
 
@@ -142,11 +116,6 @@ UNCOMMITTED = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 8.2: a request not committed when the grace ends gets a 503 with "
-    "Connection: close",
-)
 @pytest.mark.parametrize("dialect", DIALECTS)
 @pytest.mark.parametrize("case", list(UNCOMMITTED))
 async def test_a_request_not_yet_answered_when_the_grace_ends_gets_a_503(
@@ -154,19 +123,19 @@ async def test_a_request_not_yet_answered_when_the_grace_ends_gets_a_503(
 ) -> None:
     """heartbeat_s is 30 s: a streamed request is not committed before its upstream answers."""
     streamed, headers_sent = UNCOMMITTED[case]
-    proxy = await start_proxy(edit=grace(0.2))
+    proxy = await start_proxy(edit=set_server(shutdown_grace_s=0.2))
     if headers_sent:  # a whole body that has started to arrive
         upstream.enqueue(Script(content_type="application/json",
                                 steps=[b'{"id": "msg_1", ', Hold(gate())]))  # fmt: skip
     else:
         upstream.enqueue(Script(steps=[terminator(dialect)], hold_headers=gate()))
     body = {**payload(dialect), "stream": streamed}
-    route, path = route_of(dialect)
+    route, path = dialect, PATHS[dialect]
     client = await RawClient.connect(proxy.url)
     auth = [(name, value) for name, value in proxy.headers().items()]
     await client.send(request_bytes(path, json.dumps(body).encode(), [
         *auth, ("Content-Type", "application/json"), ("Connection", "keep-alive")]))  # fmt: skip
-    await eventually(lambda: len(upstream.requests) == 1)
+    await eventually(lambda: len(upstream.requests) == 1, "the upstream has the request")
 
     await asyncio.wait_for(proxy.runner.cleanup(), STOP_WITHIN_S)
     try:
@@ -180,7 +149,7 @@ async def test_a_request_not_yet_answered_when_the_grace_ends_gets_a_503(
     assert response.status == 503, response
     assert response.headers.get("Connection", "").lower() == "close", response.headers
     assert_error_shape(dialect, response.body)
-    line = await finished_line(proxy)
+    line = await proxy.finished_line()
     assert (line["outcome"], line["status"]) == ("shutdown", 503), line
     assert requests_counted(proxy, route, streamed, "shutdown") == 1
 
