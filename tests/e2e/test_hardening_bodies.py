@@ -9,8 +9,7 @@
   a client that leaves while a large pass-through body is being written is
   `client_disconnected`, not `completed`, and the logged duration includes the write.
 
-The new config keys make today's `parse_config` refuse the test config: those variants fail at
-start-up. Each rule also has a variant on the defaults, which fails today for the rule itself.
+Each test failed before its rule's fix (marked `xfail(strict=True)` until then).
 """
 
 from __future__ import annotations
@@ -19,16 +18,17 @@ import asyncio
 import contextlib
 import json
 import socket
-import struct
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import CANARY_CLIENT_KEY, ProxyFactory, RunningProxy
-from tests.fake_upstream import FakeUpstream, Script
-from tests.phase_helpers import RawClient, RawResponse, request_bytes
-from tests.relay_support import WAIT_S, eventually, finished_line, payload, route_of
+from tests.support.config_edits import Edit, compose, set_defaults, set_server
+from tests.support.fake_upstream import FakeUpstream, Script
+from tests.support.raw_http import RawClient, RawResponse, request_bytes
+from tests.support.request_bodies import PATHS, payload
+from tests.support.running_proxy import CANARY_CLIENT_KEY, ProxyFactory, RunningProxy
+from tests.support.socket_queues import in_kernel
+from tests.support.waits import WAIT_S, eventually
 
 DIALECTS = ["openai", "anthropic"]
 MiB = 2**20
@@ -36,12 +36,8 @@ MiB = 2**20
 
 def config(
     *, timeouts: dict[str, float] | None = None, server: dict[str, int] | None = None
-) -> Any:
-    def edit(document: dict[str, Any]) -> None:
-        document["defaults"]["timeouts"].update(timeouts or {})
-        document["server"].update(server or {})
-
-    return edit
+) -> Edit:
+    return compose(set_defaults(timeouts=timeouts or {}), set_server(**(server or {})))
 
 
 def padded(dialect: str, size: int, *, stream: bool = False) -> bytes:
@@ -74,7 +70,7 @@ def assert_error_shape(dialect: str, body: bytes) -> dict[str, Any]:
 
 
 def client_errors(proxy: RunningProxy, status: int) -> float | None:
-    return proxy.metric("llm_proxy_client_errors_total", {"status": str(status)})
+    return proxy.metric("llm_proxy_client_errors_total", status=str(status))
 
 
 # --- 8.3: the whole body within client_body_s ---------------------------------------------------
@@ -94,7 +90,7 @@ async def trickled_request(
     """A request whose body arrives a byte every `every_s` (for longer than `within_s`); the
     proxy's answer and when it came (seconds after the head was sent)."""
     loop = asyncio.get_running_loop()
-    path = route_of(dialect)[1]
+    path = PATHS[dialect]
     body = padded(dialect, int(2 * within_s / every_s) + 200)
     client = await RawClient.connect(proxy.url)
     await client.send(head(path, len(body)))
@@ -113,17 +109,16 @@ async def trickled_request(
     return response, loop.time() - started
 
 
-async def assert_refused(proxy: RunningProxy, response: RawResponse, dialect: str, status: int):
+async def assert_refused(
+    proxy: RunningProxy, response: RawResponse, dialect: str, status: int
+) -> None:
     assert response.status == status, (response.status, response.body)
     assert_error_shape(dialect, response.body)
-    line = await finished_line(proxy)
+    line = await proxy.finished_line()
     assert (line["status"], line["outcome"]) == (status, "rejected"), line
     assert client_errors(proxy, status) == 1
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 8.3: a request body must arrive whole within client_body_s (408)"
-)
 @pytest.mark.parametrize("dialect", DIALECTS)
 async def test_a_body_trickled_within_the_stall_timeout_gets_a_408_after_client_body_s(
     start_proxy: ProxyFactory, dialect: str
@@ -137,9 +132,6 @@ async def test_a_body_trickled_within_the_stall_timeout_gets_a_408_after_client_
     await assert_refused(proxy, response, dialect, 408)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 8.3: a request body must arrive whole within 30 s by default (408)"
-)
 async def test_a_body_trickled_for_longer_than_30_s_gets_a_408_by_default(
     start_proxy: ProxyFactory,
 ) -> None:
@@ -155,34 +147,20 @@ async def test_a_body_trickled_for_longer_than_30_s_gets_a_408_by_default(
 # --- 8.3: the bytes of bodies being read at once ------------------------------------------------
 
 
-def tcp_queues() -> dict[tuple[int, int], tuple[int, int]]:
-    """(local port, remote port) -> (send queue, receive queue) of every IPv4 TCP socket."""
-    queues: dict[tuple[int, int], tuple[int, int]] = {}
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        local, remote = (int(address.split(":")[1], 16) for address in fields[1:3])
-        send, receive = (int(size, 16) for size in fields[4].split(":"))
-        queues[(local, remote)] = (send, receive)
-    return queues
-
-
-def in_flight(client: RawClient) -> int:
-    """Bytes the client sent that the proxy's process has not taken off its socket yet."""
-    sock = client.writer.get_extra_info("socket")
-    mine, theirs = sock.getsockname()[1], sock.getpeername()[1]
-    queues = tcp_queues()
-    return queues[(mine, theirs)][0] + queues[(theirs, mine)][1]
-
-
 async def pending_body(proxy: RunningProxy, path: str, body: bytes, sent: int) -> RawClient:
     """A request for `body` of which the first `sent` bytes are in the proxy's process (taken off
-    the socket), the rest still to come."""
+    the socket), the rest still to come.
+
+    In the process, not on the way: the kernel's queues between the client and the proxy
+    (`/proc/net/tcp`, see `tests.support.socket_queues`) hold none of the bytes sent."""
     client = await RawClient.connect(proxy.url)
     await client.send(head(path, len(body)))
     view = memoryview(body)
     for start in range(0, sent, MiB):
         await client.send(view[start : min(start + MiB, sent)])  # type: ignore[arg-type]
-    await eventually(lambda: in_flight(client) == 0, within=30)
+    await eventually(
+        lambda: in_kernel(*client.ports) == 0, "the proxy has taken the body off its socket", 30
+    )
     return client
 
 
@@ -206,20 +184,20 @@ async def send_then_read(client: RawClient, data: bytes, within_s: float) -> Raw
 WHOLE_ANSWER = json.dumps({"id": "chatcmpl-1", "object": "chat.completion", "choices": []})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 8.3: past server.max_pending_body_bytes a body gets a 503 at once",
-)
 @pytest.mark.parametrize("dialect", DIALECTS)
 async def test_a_body_past_the_pending_body_cap_gets_a_503_at_once(
     start_proxy: ProxyFactory, upstream: FakeUpstream, dialect: str
 ) -> None:
-    """The cap is 100 KB: a first body of 90 KB has 80 KB in, a second of 90 KB comes whole."""
+    """The cap is 100 KB: a first body of 90 KB has 80 KB in, a second of 90 KB comes whole.
+
+    "In" means in the proxy's process: the test waits until the kernel's queues between the
+    first client and the proxy are empty, as `/proc/net/tcp` reports them (Linux; see
+    `tests.support.socket_queues`)."""
     proxy = await start_proxy(
         edit=config(server={"max_pending_body_bytes": 100_000, "max_body_bytes": 200_000})
     )
     upstream.enqueue(Script(whole_body=WHOLE_ANSWER.encode(), content_type="application/json"))
-    path = route_of(dialect)[1]
+    path = PATHS[dialect]
     first_body = padded(dialect, 90_000)
     first = await pending_body(proxy, path, first_body, 80_000)
 
@@ -236,18 +214,15 @@ async def test_a_body_past_the_pending_body_cap_gets_a_503_at_once(
     assert len(upstream.requests) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 8.3: past 256 MiB of pending body bytes (the default) a body gets a 503",
-)
 async def test_bodies_past_256_mib_pending_get_a_503_by_default(
     start_proxy: ProxyFactory, upstream: FakeUpstream
 ) -> None:
     """Two bodies of 130 MiB (max_body_bytes allows each): the first has all but its last byte
-    in, the second would take the total past the default 256 MiB."""
+    in (in the proxy's process, as `/proc/net/tcp` says: see `pending_body`), the second would
+    take the total past the default 256 MiB."""
     size = 130 * MiB
     proxy = await start_proxy(edit=config(server={"max_body_bytes": 140 * MiB}))
-    path = route_of("openai")[1]
+    path = PATHS["openai"]
     filler = b"x" * size  # not JSON: today the proxy reads it all and answers 400
     first = await pending_body(proxy, path, filler, size - 1)
 
@@ -274,77 +249,52 @@ BIG_ANSWER = json.dumps(
 ).encode()
 
 
-async def slow_reader(proxy: RunningProxy) -> socket.socket:
-    """A non-streamed request through a 4 KiB receive buffer; nothing of the answer read yet."""
-    loop = asyncio.get_running_loop()
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await loop.sock_connect(sock, ("127.0.0.1", int(proxy.url.rsplit(":", 1)[1])))
+async def slow_reader(proxy: RunningProxy) -> RawClient:
+    """A non-streamed request through a 4 KiB receive buffer, its answer's head read (the body,
+    but for what asyncio buffers, stays unread)."""
+    client = await RawClient.connect(proxy.url, receive_buffer=4096)
     body = json.dumps({**payload("openai"), "stream": False}).encode()
     headers = [("Authorization", f"Bearer {CANARY_CLIENT_KEY}"),
                ("Content-Type", "application/json")]  # fmt: skip
-    await loop.sock_sendall(sock, request_bytes("/v1/chat/completions", body, headers))
-    return sock
-
-
-async def read_head(sock: socket.socket) -> bytes:
-    """Read up to the end of the response's head (a few KiB at most: the body stays unread)."""
-    loop = asyncio.get_running_loop()
-    data = b""
-    async with asyncio.timeout(WAIT_S):
-        while b"\r\n\r\n" not in data:
-            piece = await loop.sock_recv(sock, 1024)
-            assert piece, f"the connection ended after {data!r}"
-            data += piece
-    return data
+    await client.send(request_bytes("/v1/chat/completions", body, headers))
+    await asyncio.wait_for(client.read_head(), WAIT_S)
+    return client
 
 
 def requests_counted(proxy: RunningProxy, outcome: str) -> float | None:
     labels = {"route": "openai", "stream": "false", "outcome": outcome}
-    return proxy.metric("llm_proxy_requests_total", labels)
+    return proxy.metric("llm_proxy_requests_total", **labels)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 8.6: a client leaving while a whole body is written is `client_disconnected`",
-)
 async def test_a_client_leaving_while_a_whole_body_is_written_is_client_disconnected(
     proxy: RunningProxy, upstream: FakeUpstream
 ) -> None:
     """16 MiB cannot fit in the socket buffers between the proxy and a client that reads
     nothing: once the head has arrived, the proxy is still writing the body."""
     upstream.enqueue(Script(whole_body=BIG_ANSWER, content_type="application/json"))
-    sock = await slow_reader(proxy)
-    assert b" 200 " in (await read_head(sock)).split(b"\r\n")[0]
+    client = await slow_reader(proxy)
+    assert client.status == 200
 
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()  # gone (a reset), most of the body unread
-    line = await finished_line(proxy)
+    client.reset()  # gone, most of the body unread
+    line = await proxy.finished_line()
     assert line["outcome"] == "client_disconnected", line
     assert requests_counted(proxy, "client_disconnected") == 1
     assert requests_counted(proxy, "completed") is None
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 8.6: the logged duration of a whole-body response includes the write"
-)
 async def test_the_duration_of_a_whole_body_response_includes_its_write(
     proxy: RunningProxy, upstream: FakeUpstream
 ) -> None:
     pause_s = 1.0
     upstream.enqueue(Script(whole_body=BIG_ANSWER, content_type="application/json"))
-    sock = await slow_reader(proxy)
-    received = await read_head(sock)
+    client = await slow_reader(proxy)
     await asyncio.sleep(pause_s)  # the client is slow to read: the pace of the scenario
 
+    sock = client.writer.get_extra_info("socket")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * MiB)  # now it reads, and fast
-    loop = asyncio.get_running_loop()
-    async with asyncio.timeout(30):
-        while piece := await loop.sock_recv(sock, MiB):  # to the end (Connection: close)
-            received += piece
-    sock.close()
-    assert received.endswith(BIG_ANSWER)
-    line = await finished_line(proxy)
+    received = await asyncio.wait_for(client.read_body(), 30)
+    client.close()
+    assert received == BIG_ANSWER
+    line = await proxy.finished_line()
     assert line["outcome"] == "completed", line
     assert line["duration_ms"] >= pause_s * 1000, line
