@@ -33,34 +33,26 @@ import json
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 
-from tests.conftest import CANARY_CLIENT_KEY, ProxyFactory, RunningProxy
-from tests.relay_support import eventually, openai_event, payload
-from tests.stream_checks import settings
+from tests.support.config_edits import Edit, compose, set_defaults
+from tests.support.raw_http import RawClient, request_bytes
+from tests.support.request_bodies import PATHS, payload
+from tests.support.running_proxy import ProxyFactory, RunningProxy
+from tests.support.socket_queues import in_kernel, tcp_queues
+from tests.support.sse_builders import chat_chunk
+from tests.support.waits import eventually
 
-EVENT = openai_event("x" * 16_000)  # about 16 KiB per upstream write
+EVENT = chat_chunk("x" * 16_000)  # about 16 KiB per upstream write
 STREAMS = 20
 
 
 def chunk_on_the_wire(size: int) -> int:
     """Bytes of one chunked-encoding chunk carrying `size` bytes."""
     return len(f"{size:x}\r\n") + size + 2
-
-
-def tcp_queues() -> dict[tuple[int, int], tuple[int, int]]:
-    """(local port, remote port) -> (send queue, receive queue) of every IPv4 TCP socket."""
-    queues: dict[tuple[int, int], tuple[int, int]] = {}
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        local, remote = (int(address.split(":")[1], 16) for address in fields[1:3])
-        send, receive = (int(size, 16) for size in fields[4].split(":"))
-        queues[(local, remote)] = (send, receive)
-    return queues
 
 
 @dataclass
@@ -115,46 +107,37 @@ async def firehose() -> AsyncIterator[Firehose]:
     await runner.cleanup()
 
 
-def to_firehose(hose: Firehose, *, client_stall_s: float) -> Any:
-    base = settings(client_stall_s=client_stall_s)
-
+def to_firehose(hose: Firehose, *, client_stall_s: float) -> Edit:
     def edit(document: dict[str, Any]) -> None:
-        base(document)
-        document["defaults"]["max_concurrent_streams_per_user"] = 1000
         for route in document["routes"]:
             route["upstreams"][0]["url"] = f"http://127.0.0.1:{hose.port}"
 
-    return edit
+    limits = set_defaults(
+        timeouts={"client_stall_s": client_stall_s}, max_concurrent_streams_per_user=1000
+    )
+    return compose(limits, edit)
 
 
 @dataclass
 class SilentClient:
-    sock: socket.socket
+    client: RawClient
     request_id: str
     sent_at: float
 
     @property
     def port(self) -> int:
-        port: int = self.sock.getsockname()[1]
-        return port
+        return self.client.ports[0]
 
 
 async def silent_client(proxy: RunningProxy, request_id: str) -> SilentClient:
     """A streaming request through a 4 KiB receive buffer; then nothing is ever read."""
-    loop = asyncio.get_running_loop()
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    port = int(proxy.url.rsplit(":", 1)[1])
-    await loop.sock_connect(sock, ("127.0.0.1", port))
+    client = await RawClient.connect(proxy.url, receive_buffer=4096)
+    client.stop_reading()
     body = json.dumps(payload("openai")).encode()
-    head = (
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: proxy\r\nContent-Type: application/json\r\n"
-        f"Authorization: Bearer {CANARY_CLIENT_KEY}\r\nX-Request-Id: {request_id}\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    )
-    await loop.sock_sendall(sock, head.encode() + body)
-    return SilentClient(sock, request_id, loop.time())
+    headers = [("Content-Type", "application/json"), *proxy.headers().items(),
+               ("X-Request-Id", request_id)]  # fmt: skip
+    await client.send(request_bytes(PATHS["openai"], body, headers))
+    return SilentClient(client, request_id, asyncio.get_running_loop().time())
 
 
 async def silent_clients(proxy: RunningProxy, count: int) -> list[SilentClient]:
@@ -162,8 +145,8 @@ async def silent_clients(proxy: RunningProxy, count: int) -> list[SilentClient]:
 
 
 def close_all(clients: list[SilentClient]) -> None:
-    for client in clients:
-        client.sock.close()
+    for silent in clients:
+        silent.client.close()
 
 
 HELD_BOUND = 384 * 1024  # "about 256 KiB": room for one socket read and the chunk framing
@@ -177,7 +160,10 @@ async def test_a_stream_whose_client_reads_nothing_holds_little_in_the_proxy(
     start_proxy: ProxyFactory, firehose: Firehose
 ) -> None:
     """Measured once nothing moves any more (the firehose blocked on every stream), well before
-    client_stall_s (10 s) ends the streams."""
+    client_stall_s (10 s) ends the streams. What the proxy holds is what the firehose wrote less
+    what is still on the way: its own transport buffer and the kernel's queues of the four
+    sockets, read from `/proc/net/tcp` (Linux; see the module docstring and
+    `tests.support.socket_queues`)."""
     proxy = await start_proxy(edit=to_firehose(firehose, client_stall_s=10))
     clients = await silent_clients(proxy, STREAMS)
     try:
@@ -203,17 +189,16 @@ async def all_blocked(firehose: Firehose, streams: int, within: float, quiet: in
 
 
 def held_by_proxy(proxy: RunningProxy, firehose: Firehose, client: SilentClient) -> int:
-    """Bytes of one stream in the proxy's process (see the module docstring)."""
+    """Bytes of one stream in the proxy's process (see the module docstring): the kernel's queues
+    on the way come from `/proc/net/tcp`."""
     hose = firehose.hoses[client.request_id]
-    proxy_port = int(proxy.url.rsplit(":", 1)[1])
+    proxy_port = client.client.ports[1]
     queues = tcp_queues()
-    in_kernel = (
-        queues[(firehose.port, hose.proxy_port)][0]  # the firehose's send queue
-        + queues[(hose.proxy_port, firehose.port)][1]  # the proxy's upstream receive queue
-        + queues[(proxy_port, client.port)][0]  # the proxy's send queue to the client
-        + queues[(client.port, proxy_port)][1]  # the client's receive queue
+    on_the_way = (
+        in_kernel(firehose.port, hose.proxy_port, queues)  # firehose -> proxy
+        + in_kernel(proxy_port, client.port, queues)  # proxy -> client
     )
-    return hose.written - hose.transport.get_write_buffer_size() - in_kernel
+    return hose.written - hose.transport.get_write_buffer_size() - on_the_way
 
 
 DROP_STREAMS = 20
@@ -239,12 +224,15 @@ async def test_many_clients_that_read_nothing_are_each_dropped_within_the_stall_
         async with asyncio.timeout(STALL_S + 1 + 10):
             while len(logged) < DROP_STREAMS:
                 await asyncio.sleep(0.005)  # a poll: the log line has no event to await
-                for line in proxy.finished_lines():
+                for line in proxy.log_lines("stream.finished"):
                     logged.setdefault(line["request_id"], loop.time())
-            await eventually(lambda: all(h.closed_at for h in firehose.hoses.values()))
+            await eventually(
+                lambda: all(h.closed_at for h in firehose.hoses.values()),
+                "the firehose's connections closed",
+            )
     finally:
         close_all(clients)
-    outcomes = {line["outcome"] for line in proxy.finished_lines()}
+    outcomes = {line["outcome"] for line in proxy.log_lines("stream.finished")}
     assert outcomes == {"client_disconnected"}, outcomes
     late = {}
     for client in clients:
