@@ -5,35 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
 from proxy import keys
-from tests.support.config_edits import Edit
+from tests.support.config_edits import Edit, set_server
 from tests.support.fake_upstream import FakeUpstream, Hold, Script
-from tests.support.raw_http import RawClient, request_bytes
-from tests.support.request_bodies import CHAT, PATHS
-from tests.support.running_proxy import CANARY_CLIENT_KEY, ProxyFactory, RunningProxy
+from tests.support.raw_http import RawClient, open_raw_stream
+from tests.support.running_proxy import ProxyFactory, RunningProxy
 from tests.support.sse_builders import OPENAI_DONE, chat_chunk
 
 FIRST = chat_chunk("Hi")
 
 
 def grace(seconds: float) -> Edit:
-    def edit(document: dict[str, Any]) -> None:
-        document["server"]["shutdown_grace_s"] = seconds
-
-    return edit
+    return set_server(shutdown_grace_s=seconds)
 
 
 async def open_stream(proxy: RunningProxy) -> RawClient:
     """A stream read by the raw client, which sees whether its last chunk arrives."""
-    stream = await RawClient.connect(proxy.url)
-    headers = [
-        ("Content-Type", "application/json"),
-        ("Authorization", f"Bearer {CANARY_CLIENT_KEY}"),
-    ]
-    await stream.send(request_bytes(PATHS["openai"], json.dumps(CHAT).encode(), headers))
-    await stream.read_head()
+    stream = await open_raw_stream(proxy)
     assert stream.status == 200
     assert await stream.read_until(b"\n\n") == FIRST
     return stream

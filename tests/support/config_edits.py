@@ -31,6 +31,15 @@ def set_defaults(**values: Any) -> Edit:
     return edit
 
 
+def set_server(**values: Any) -> Edit:
+    """Set `server.*` (`shutdown_grace_s`, `max_body_bytes`, `max_pending_body_bytes`, ...)."""
+
+    def edit(document: dict[str, Any]) -> None:
+        document.setdefault("server", {}).update(values)
+
+    return edit
+
+
 def add_user(name: str, env: str, limit: int | None = None) -> Edit:
     """A user whose key is read from the environment variable `env`."""
 

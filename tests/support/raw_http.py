@@ -1,21 +1,27 @@
 """A raw HTTP/1.1 client over `asyncio.open_connection`, for what aiohttp's client will not do.
 
 It sends headers without a body, header bytes that are not UTF-8, a header twice, and closes at
-an exact byte. It also sees every byte up to an abnormal end: aiohttp's client raises a stored
-`ClientPayloadError` before handing out bytes it already buffered, so when an error event and the
-connection's close arrive together it loses the event. Chunked bodies are de-chunked here, and
-`complete` says whether the terminating chunk arrived.
+an exact byte (or with a reset). It also sees every byte up to an abnormal end: aiohttp's client
+raises a stored `ClientPayloadError` before handing out bytes it already buffered, so when an
+error event and the connection's close arrive together it loses the event. Chunked bodies are
+de-chunked here, and `complete` says whether the terminating chunk arrived. It can also be a
+client that reads slowly or not at all: a small receive buffer, and nothing taken off the socket.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
+import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from multidict import CIMultiDict
 from yarl import URL
 
+from tests.support.request_bodies import PATHS, payload
+from tests.support.running_proxy import RunningProxy
 from tests.support.waits import WAIT_S
 
 
@@ -51,11 +57,39 @@ class RawClient:
         self.ended = False  # the body ended, with its terminator or without
 
     @classmethod
-    async def connect(cls, url: str) -> RawClient:
+    async def connect(cls, url: str, *, receive_buffer: int | None = None) -> RawClient:
+        """A new connection; `receive_buffer` (SO_RCVBUF, set before the handshake so that the
+        window stays that small) makes a client that reads slowly, or not at all, hold little:
+        the proxy's writes to it back up soon."""
         parsed = URL(url)
         assert parsed.host is not None and parsed.port is not None
-        reader, writer = await asyncio.open_connection(parsed.host, parsed.port)
+        if receive_buffer is None:
+            reader, writer = await asyncio.open_connection(parsed.host, parsed.port)
+            return cls(reader, writer)
+        sock = socket.socket()
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, (parsed.host, parsed.port))
+        except BaseException:
+            sock.close()
+            raise
+        reader, writer = await asyncio.open_connection(sock=sock)
         return cls(reader, writer)
+
+    @property
+    def ports(self) -> tuple[int, int]:
+        """(this end's port, the server's port): the connection as the kernel lists it."""
+        mine: int = self.writer.get_extra_info("sockname")[1]
+        theirs: int = self.writer.get_extra_info("peername")[1]
+        return mine, theirs
+
+    def stop_reading(self) -> None:
+        """Take nothing more off the socket (asyncio would otherwise buffer up to 128 KiB in
+        this process): what the server sends stays in the kernel, then in the server."""
+        transport = self.writer.transport
+        assert isinstance(transport, asyncio.ReadTransport)
+        transport.pause_reading()
 
     async def send(self, data: bytes) -> None:
         self.writer.write(data)
@@ -77,6 +111,12 @@ class RawClient:
         by Content-Length, chunked to its last chunk and trailer, or to EOF."""
         self.status, self.body, self.complete, self.ended = 0, bytearray(), False, False
         await self.read_head()
+        await self.read_body()
+        return RawResponse(self.status, self.headers, bytes(self.body))
+
+    async def read_body(self) -> bytes:
+        """The body of the response whose head was read: by Content-Length, chunked to its last
+        chunk and trailer, or to EOF."""
         if "Content-Length" in self.headers:
             self.body += await self.reader.readexactly(int(self.headers["Content-Length"]))
         elif self.headers.get("Transfer-Encoding", "").lower() == "chunked":
@@ -84,12 +124,19 @@ class RawClient:
             assert self.complete, f"the chunked body ended without its last chunk: {self.body!r}"
         else:
             self.body += await self.reader.read()
-        return RawResponse(self.status, self.headers, bytes(self.body))
+        return bytes(self.body)
 
     async def read_until(self, needle: bytes, within: float = WAIT_S) -> bytes:
         """The chunked body so far, once it contains `needle` or has ended."""
         async with asyncio.timeout(within):
             await self._read_chunks(lambda: needle in self.body)
+        return bytes(self.body)
+
+    async def read_past(self, size: int, within: float = WAIT_S) -> bytes:
+        """The chunked body so far, once it is longer than `size` bytes or has ended: whether
+        anything comes after what is known."""
+        async with asyncio.timeout(within):
+            await self._read_chunks(lambda: len(self.body) > size)
         return bytes(self.body)
 
     async def read_to_end(self, within: float = WAIT_S) -> bytes:
@@ -125,6 +172,12 @@ class RawClient:
         else:
             self.writer.close()
 
+    def reset(self) -> None:
+        """Leave with a TCP reset (SO_LINGER 0): the server's next write fails at once."""
+        sock = self.writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.writer.transport.abort()
+
 
 async def raw_request(
     url: str, path: str, body: bytes, headers: Iterable[tuple[str, str]], method: str = "POST"
@@ -136,3 +189,14 @@ async def raw_request(
         return await client.response()
     finally:
         client.close()
+
+
+async def open_raw_stream(proxy: RunningProxy, dialect: str = "openai") -> RawClient:
+    """A streaming request in the dialect on a new connection, its response's head read: the
+    body is read as it comes (`read_until`, `read_past`, `read_to_end`, `complete`)."""
+    client = await RawClient.connect(proxy.url)
+    headers = [("Content-Type", "application/json"), *proxy.headers().items()]
+    body = json.dumps(payload(dialect)).encode()
+    await client.send(request_bytes(PATHS[dialect], body, headers))
+    await client.read_head()
+    return client

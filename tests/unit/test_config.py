@@ -23,6 +23,7 @@ from proxy.config.models import (
     Timeouts,
     UpstreamConfig,
 )
+from proxy.core.runtime import build_runtime
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_ENV = {"OPENAI_API_KEY": "sk-openai", "ANTHROPIC_API_KEY": "sk-ant", "BOB_PROXY_KEY": "bk"}
@@ -192,6 +193,18 @@ def test_every_section_but_routes_defaults_to_the_documented_values() -> None:
     assert (route.models, route.heartbeat_s, route.max_event_bytes) == (None, 15.0, 1048576)
     assert route.timeouts == config.defaults.timeouts
     assert dict(route.upstreams[0].headers) == {}
+
+
+def test_request_bodies_are_read_under_the_documented_defaults() -> None:
+    """What the request-body reader is given when the config names none of its keys: the whole
+    body within 30 s though 60 s may pass between bytes, and 256 MiB of bodies being read at once
+    in the process (issue 8, item 3). That the reader enforces what it is given is proved end to
+    end with small values (tests/e2e/test_hardening_bodies.py), in a second, not in 30 s or with
+    260 MiB of bodies."""
+    body = build_runtime(parse()).body
+    assert (body.total_s, body.stall_s) == (30.0, 60.0)
+    assert body.max_pending_bytes == 256 * 2**20
+    assert body.max_bytes == 20 * 2**20
 
 
 def test_routes_inherit_defaults_and_merge_timeouts_key_by_key() -> None:
