@@ -37,7 +37,6 @@ from proxy import keys, refusals
 from proxy.connection_limit import ConnectionLimit, max_connections
 from proxy.metrics import ProxyMetrics
 
-
 # Written-but-unsent bytes the kernel keeps per client connection (TCP_NOTSENT_LOWAT). Without
 # it Linux autotunes the send buffer up to net.ipv4.tcp_wmem's maximum (4 MiB by default): a
 # client that stops reading goes unnoticed until megabytes are queued for it, and only then do

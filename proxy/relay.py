@@ -33,6 +33,9 @@ from proxy.core.stats import RequestRecord
 # body whose end comes in time leaves its connection reusable.
 TAIL_WAIT_S = 1.0
 TAIL_MAX_BYTES = 64 * 1024
+# The most the pump takes from the upstream reader at once: with the session's 16 KiB read
+# buffer (app.py) and the client's 32 KiB unsent limit (connections.py), what one stream holds
+# while its client is slow stays in the hundreds of KiB (issue 8.11, bench/slow_readers.py).
 READ_MAX = 32 * 1024
 
 
@@ -133,7 +136,7 @@ class StreamPump:
         while True:
             try:
                 if content.total_bytes > self.bytes_read or content.is_eof():
-                    chunk = await content.read(READ_MAX)  # buffered already: returns without waiting
+                    chunk = await content.read(READ_MAX)  # buffered: returns without waiting
                 else:
                     waited = await self._read_or_deadline()
                     if waited is None:
