@@ -9,6 +9,11 @@ send a streaming request for an endless stream, all at once, and never read a by
   while the streams are open: per client = (peak - idle) / clients;
 - per stream, request sent -> the proxy's `stream.finished` line for it (its timestamp): when the
   proxy dropped it. The rule: within `client_stall_s` + 1 s, however many streams;
+- per stream, when the client's receive queue (FIONREAD, sampled with the RSS) last grew: from
+  then on the client's kernel takes nothing more, which is the earliest the proxy can tell that
+  the client is not reading (until then its bytes are accepted, as a reading client's are). So
+  request sent -> dropped = filling the client's receive buffer (the relay's pace, shared by
+  every stream) + its receive buffer full -> dropped (the proxy's stall rule);
 - the outcomes of those lines.
 
 Kernel socket buffers are not in RSS. `--rcvbuf N` shrinks the clients' receive buffers (default:
@@ -20,11 +25,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import fcntl
 import json
 import shutil
 import socket
 import statistics
 import tempfile
+import termios
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +71,15 @@ class Silent:
     sock: socket.socket
     request_id: str
     sent_at: float  # time.time() once the request was sent: from then on nothing is read
+    queued: int = 0  # bytes in the client's receive queue at the last sample
+    full_at: float = 0.0  # time.time() of the sample at which `queued` last grew
+
+    def sample(self, now: float) -> None:
+        if self.sock.fileno() < 0:
+            return
+        queued = int.from_bytes(fcntl.ioctl(self.sock, termios.FIONREAD, b"\0" * 4), "little")
+        if queued != self.queued:
+            self.queued, self.full_at = queued, now
 
 
 async def silent_client(port: int, request_id: str, body: bytes, rcvbuf: int) -> Silent:
@@ -135,6 +151,10 @@ async def measure(args: argparse.Namespace, workdir: Path) -> list[str]:
             await asyncio.sleep(SAMPLE_S)
             peak_kib = max(peak_kib, rss_kib(proxy.pid))
             ended = finished_at(proxy.log_path, "slow-")
+            now = time.time()
+            for client in clients:
+                if client.request_id not in ended:
+                    client.sample(now)
     finally:
         for client in clients:
             client.sock.close()
@@ -142,12 +162,27 @@ async def measure(args: argparse.Namespace, workdir: Path) -> list[str]:
             proxy.stop()
         upstream.stop()
 
-    drops = [ended[c.request_id][0] - c.sent_at for c in clients if c.request_id in ended]
+    return report(args, clients, ended, idle_kib, peak_kib)
+
+
+def spread(values: list[float]) -> str:
+    return (f"{min(values):.2f} / {statistics.median(values):.2f} / "
+            f"{quantile(values, 0.95):.2f} / {max(values):.2f}")  # fmt: skip
+
+
+def report(
+    args: argparse.Namespace, clients: list[Silent], ended: dict[str, tuple[float, str]],
+    idle_kib: int, peak_kib: int,
+) -> list[str]:  # fmt: skip
+    done = [c for c in clients if c.request_id in ended]
+    drops = [ended[c.request_id][0] - c.sent_at for c in done]
+    fills = [c.full_at - c.sent_at for c in done if c.full_at]
+    after_full = [ended[c.request_id][0] - c.full_at for c in done if c.full_at]
     outcomes: dict[str, int] = {}
     for _, outcome in ended.values():
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
     late = sum(1 for drop in drops if drop > args.stall_s + 1)
-    per_client = (peak_kib - idle_kib) / args.clients
+    late_after_full = sum(1 for wait in after_full if wait > args.stall_s + 1)
     lines = [
         f"# Clients that read nothing ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})",
         "",
@@ -158,15 +193,24 @@ async def measure(args: argparse.Namespace, workdir: Path) -> list[str]:
         "| measurement | value |",
         "| --- | --- |",
         f"| proxy RSS idle / peak | {idle_kib / 1024:.0f} MiB / {peak_kib / 1024:.0f} MiB |",
-        f"| RSS per client that reads nothing | {per_client:.0f} KiB |",
+        f"| RSS per client that reads nothing | {(peak_kib - idle_kib) / args.clients:.0f} KiB |",
     ]
     if drops:
         lines += [
-            "| request sent -> dropped (min / median / p95 / max) | "
-            f"{min(drops):.2f} / {statistics.median(drops):.2f} / {quantile(drops, 0.95):.2f} / "
-            f"{max(drops):.2f} s |",
-            f"| dropped later than client_stall_s + 1 s ({args.stall_s + 1:g} s) | "
-            f"{late} of {len(drops)} |",
+            f"| request sent -> dropped (min / median / p95 / max) | {spread(drops)} s |",
+            f"| dropped later than client_stall_s + 1 s ({args.stall_s + 1:g} s) after the "
+            f"request | {late} of {len(drops)} |",
+        ]
+    if fills:
+        queued = statistics.median(c.queued for c in done if c.full_at) / 1024
+        lines += [
+            f"| request sent -> client's receive buffer full (min / median / p95 / max) | "
+            f"{spread(fills)} s |",
+            f"| client's receive queue when full, median | {queued:.0f} KiB |",
+            "| receive buffer full -> dropped (min / median / p95 / max) | "
+            f"{spread(after_full)} s |",
+            f"| dropped later than client_stall_s + 1 s after the buffer was full | "
+            f"{late_after_full} of {len(after_full)} |",
         ]
     lines += [
         f"| streams never ended (within client_stall_s + 120 s) | {args.clients - len(drops)} |",

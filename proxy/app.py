@@ -22,6 +22,7 @@ from proxy.handlers import proxy_handler
 from proxy.lifecycle import Lifecycle
 from proxy.limits import ConcurrencyLimiter, build_limiter
 from proxy.metrics import ProxyMetrics
+from proxy.relay import UPSTREAM_READ_BUFFER
 from proxy.request_body import PendingBodies
 from proxy.services import Services
 from proxy.upstream import connect_timeout
@@ -53,7 +54,7 @@ async def start_services(app: web.Application) -> AsyncIterator[None]:
     async with aiohttp.ClientSession(
         connector=connector, timeout=connect_timeout(pool.connect_s),
         cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=True,
-        skip_auto_headers=("User-Agent",), read_bufsize=16 * 1024,
+        skip_auto_headers=("User-Agent",), read_bufsize=UPSTREAM_READ_BUFFER,
     ) as session:  # fmt: skip
         metrics = app[keys.METRICS]
         pending = PendingBodies(metrics.pending_body_bytes)

@@ -33,10 +33,14 @@ from proxy.core.stats import RequestRecord
 # body whose end comes in time leaves its connection reusable.
 TAIL_WAIT_S = 1.0
 TAIL_MAX_BYTES = 64 * 1024
-# The most the pump takes from the upstream reader at once: with the session's 16 KiB read
-# buffer (app.py) and the client's 32 KiB unsent limit (connections.py), what one stream holds
-# while its client is slow stays in the hundreds of KiB (issue 8.11, bench/slow_readers.py).
-READ_MAX = 32 * 1024
+# What one stream holds while its client is slow (issue 8.11, bench/slow_readers.py): the client
+# transport's buffer (asyncio pauses the writer past 64 KiB), at most READ_MAX taken from the
+# upstream reader at once, and the reader's buffer (aiohttp pauses the socket at twice
+# UPSTREAM_READ_BUFFER; its default, 256 KiB, let one stream hold over 2 MiB). The kernel keeps at
+# most UNSENT_LIMIT unsent per client (connections.py). 16 KiB costs no measurable CPU against
+# the 256 KiB reads before (bench/RESULTS.md).
+READ_MAX = 16 * 1024
+UPSTREAM_READ_BUFFER = 16 * 1024
 
 
 @dataclass(frozen=True, slots=True)

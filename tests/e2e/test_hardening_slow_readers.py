@@ -14,9 +14,9 @@ the proxy process. So
 
 give or take the HTTP heads and chunk framing (a few hundred bytes). The kernel queues are the
 kernel's (autotuned, up to megabytes on loopback); they are not the proxy's memory and are
-subtracted, not bounded. Before 8.11 that was about 600-700 KiB per stream; now it is 326 KiB
-(20 streams, every one), asserted as at most 384 KiB: the client's write buffer and the upstream
-reader's buffer, each bounded, plus one socket read (asyncio reads up to 256 KiB) and framing.
+subtracted, not bounded. Before 8.11 that was about 600-700 KiB per stream; now it is 196 KiB
+(20 streams, every one), asserted as at most 256 KiB: the client's write buffer and the upstream
+reader's buffer, each bounded (`proxy.relay`), plus the framing.
 
 When a stream is dropped: when its `stream.finished` line is written and its upstream connection
 closed, whichever is later. The clients never read, so the clock starts with the request; what
@@ -150,7 +150,7 @@ def close_all(clients: list[SilentClient]) -> None:
         silent.client.close()
 
 
-HELD_BOUND = 384 * 1024  # "about 256 KiB": room for one socket read and the chunk framing
+HELD_BOUND = 256 * 1024  # the "about 256 KiB"; 196 KiB measured
 
 
 async def test_a_stream_whose_client_reads_nothing_holds_little_in_the_proxy(
