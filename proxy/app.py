@@ -16,7 +16,7 @@ from proxy import keys
 from proxy.config.models import Config
 from proxy.connections import ProxyRunner
 from proxy.core.retry_advice import RetryAdvice
-from proxy.core.runtime import build_runtime
+from proxy.core.runtime import CurrentRuntime, build_runtime
 from proxy.cors import add_cors_headers, cors_preflight
 from proxy.handlers import proxy_handler
 from proxy.lifecycle import Lifecycle
@@ -34,7 +34,7 @@ _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 async def request_start(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Take the runtime snapshot once for the whole request; take the client's sane
     X-Request-Id or make one, and bind it to every log line."""
-    request[keys.SNAPSHOT] = request.app[keys.RUNTIME]
+    request[keys.SNAPSHOT] = request.app[keys.RUNTIME].snapshot
     offered = request.headers.get("X-Request-Id", "")
     request_id = offered if _SANE_REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
     request[keys.REQUEST_ID] = request_id
@@ -47,7 +47,7 @@ async def request_start(request: web.Request, handler: Handler) -> web.StreamRes
 
 async def start_services(app: web.Application) -> AsyncIterator[None]:
     """The upstream connection pool, sized from the config, and the services around it."""
-    pool = app[keys.RUNTIME].pool
+    pool = app[keys.RUNTIME].snapshot.pool
     connector = aiohttp.TCPConnector(limit=pool.max_connections)
     # Each request passes its route's connect timeout (upstream.connect_timeout); this default
     # only keeps aiohttp's 5-minute total away from any request that would not.
@@ -70,7 +70,7 @@ async def start_services(app: web.Application) -> AsyncIterator[None]:
 
 async def drain_streams(app: web.Application) -> None:
     """on_shutdown: the listener is closed; let open streams finish within the grace period."""
-    await app[keys.LIFECYCLE].drain(app[keys.RUNTIME].config.server.shutdown_grace_s)
+    await app[keys.LIFECYCLE].drain(app[keys.RUNTIME].snapshot.config.server.shutdown_grace_s)
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
@@ -100,7 +100,7 @@ def create_app(
         middlewares=[request_start, cors_preflight],
     )
     app.on_response_prepare.append(add_cors_headers)
-    app[keys.RUNTIME] = build_runtime(config)
+    app[keys.RUNTIME] = CurrentRuntime(build_runtime(config))
     app[keys.METRICS] = ProxyMetrics(registry if registry is not None else CollectorRegistry())
     app[keys.LIMITER] = limiter if limiter is not None else build_limiter(config.limits)
     app[keys.LIFECYCLE] = Lifecycle()

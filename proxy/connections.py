@@ -231,7 +231,7 @@ class ProxyRunner(web.AppRunner):
 
     async def _make_server(self) -> web.Server:
         base = await super()._make_server()
-        server = self.app[keys.RUNTIME].config.server
+        server = self.app[keys.RUNTIME].snapshot.config.server
         limit = ConnectionLimit(max_connections(server))
         return GuardedServer(
             base, self.app[keys.METRICS], server.header_timeout_s, limit, **self._handler_kwargs

@@ -2,9 +2,10 @@
 
 A request takes the snapshot once, when it starts, and reads nothing else of the configuration:
 its routes (with their dialect, relay settings and the keys to redact), the authenticator, the
-body, limit, pool and CORS policies. Replacing the snapshot is one assignment; requests in flight
-keep the one they started with. What lives longer than a snapshot (the upstream connection pool,
-the limiter's counts, the metrics) is not in it: see `proxy.app.Services`.
+body, limit, pool and CORS policies. Replacing the snapshot is one assignment
+(`CurrentRuntime.snapshot`); requests in flight keep the one they started with. What lives
+longer than a snapshot (the upstream connection pool, the limiter's counts, the metrics) is not
+in it: see `proxy.services.Services`.
 """
 
 from __future__ import annotations
@@ -83,6 +84,14 @@ class Runtime:
     limits: LimitPolicy
     pool: PoolPolicy
     cors: CorsPolicy
+
+
+@dataclass(slots=True)
+class CurrentRuntime:
+    """The snapshot new requests take. A reload is one assignment to `snapshot`; the cell itself
+    is set once, before the app starts (aiohttp treats changing a started app as deprecated)."""
+
+    snapshot: Runtime
 
 
 def route_runtime(route: RouteConfig) -> Route:
