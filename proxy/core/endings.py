@@ -7,8 +7,8 @@ whether the response was already committed to the client:
 
 - not committed: a whole error response in the provider's shape, with the error's status;
 - committed: the status already sent (200) stands, and the error becomes our error event in the
-  client's dialect followed by an abnormal end, or just the abnormal end when the upstream sent
-  its own error event or the proxy failed itself;
+  client's dialect followed by an abnormal end (also for a bug of ours), or just the abnormal
+  end when the upstream sent its own error event;
 - the client gone: nothing to deliver; the connection is dropped.
 """
 
